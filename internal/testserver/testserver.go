@@ -1,0 +1,94 @@
+// Package testserver starts real servers for tests: a redis-server process on
+// a free loopback port and an in-process NATS server with JetStream. Every
+// start is undone by t.Cleanup.
+package testserver
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOption changes how Redis is started.
+type RedisOption func(*servers.RedisOptions)
+
+// WithAOF turns on the append-only file, so the data survives Restart.
+func WithAOF() RedisOption { return func(o *servers.RedisOptions) { o.AppendOnly = true } }
+
+// WithPassword sets requirepass.
+func WithPassword(p string) RedisOption { return func(o *servers.RedisOptions) { o.Password = p } }
+
+// Redis starts a redis-server on a free loopback port, in a temp dir. It fails
+// the test with a clear message if redis-server is not installed.
+func Redis(tb testing.TB, opts ...RedisOption) *servers.Redis {
+	tb.Helper()
+	o := servers.RedisOptions{Dir: tb.TempDir()}
+	for _, f := range opts {
+		f(&o)
+	}
+	r, err := servers.StartRedis(context.Background(), o)
+	if errors.Is(err, servers.ErrNoRedisServer) {
+		tb.Fatalf("tests need a real Redis: %v", err)
+	}
+	if err != nil {
+		tb.Fatalf("start redis-server: %v", err)
+	}
+	tb.Cleanup(func() { _ = r.Stop() })
+	return r
+}
+
+// RedisClient returns a go-redis client for r, closed on cleanup.
+func RedisClient(tb testing.TB, r *servers.Redis) *redis.Client {
+	tb.Helper()
+	opt, err := redis.ParseURL(r.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// NATS starts an in-process JetStream server on a random loopback port with
+// its store in a temp dir.
+func NATS(tb testing.TB) *server.Server {
+	tb.Helper()
+	return NATSWith(tb, servers.NATSOptions{})
+}
+
+// NATSWith is NATS with options (user and password, say); StoreDir defaults
+// to a temp dir.
+func NATSWith(tb testing.TB, o servers.NATSOptions) *server.Server {
+	tb.Helper()
+	if o.StoreDir == "" {
+		o.StoreDir = tb.TempDir()
+	}
+	s, err := servers.StartNATS(o)
+	if err != nil {
+		tb.Fatalf("start nats-server: %v", err)
+	}
+	tb.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// JetStream connects to s and returns the connection and its JetStream
+// context, closed on cleanup.
+func JetStream(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		tb.Fatalf("connect to NATS: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
