@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/invalidator/invalidator/internal/config"
+	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+)
+
+// loadConfig parses the flags of run and dev and returns the configuration;
+// any problem is a usage error naming the variable or flag.
+func loadConfig(e env, name, summary string, args []string, extra func(*flag.FlagSet)) (*config.Run, error) {
+	fs := newFlagSet(e, name, "[flags]", summary)
+	build := config.Flags(fs, e.getenv)
+	if extra != nil {
+		extra(fs)
+	}
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, usagef("%s takes no arguments, got %q", name, pos[0])
+	}
+	cfg, err := build()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+func newLogger(e env, cfg *config.Run) *slog.Logger {
+	log := logging.New(e.stderr, logging.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, Secrets: cfg.Secrets()})
+	redis.SetLogger(logging.RedisLogger{Log: log})
+	return log
+}
+
+// connectRedis returns a client; it does not fail when Redis is down (the
+// worker waits for it), but logs the outcome of a first PING.
+func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) *redis.Client {
+	rdb := redis.NewClient(cfg.Redis)
+	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)),
+		slog.Int("max_connections", cfg.Redis.PoolSize), slog.Duration("socket_timeout", cfg.Redis.ReadTimeout),
+		slog.Duration("connect_timeout", cfg.Redis.DialTimeout))
+	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+time.Second)
+	defer cancel()
+	info, err := rdb.Info(pctx, "server").Result()
+	if err != nil {
+		log.Warn("⚠️ Redis not reachable yet; the worker waits for it", slog.Any("error", err))
+		return rdb
+	}
+	log.Info("🔌 connected to Redis", slog.String("addr", cfg.Redis.Addr))
+	log.Info("📊 Redis server", slog.String("version", infoField(info, "redis_version")))
+	return rdb
+}
+
+func infoField(info, field string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// connectNATS connects with endless reconnects; a server that is down at
+// start is retried in the background.
+func connectNATS(cfg *config.Run, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name("invalidator"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("⚠️ NATS disconnected, reconnecting", slog.Any("error", err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("🔌 NATS reconnected", slog.String("server", logging.RedactURL(nc.ConnectedUrlRedacted())))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("⚠️ NATS error", slog.Any("error", err))
+		}),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(cfg.NATSURL), err)
+	}
+	if nc.IsConnected() {
+		log.Info("🔌 connected to NATS", slog.String("server", nc.ConnectedUrlRedacted()))
+		log.Info("📊 NATS server", slog.String("version", nc.ConnectedServerVersion()))
+	} else {
+		log.Warn("⚠️ NATS not reachable yet, retrying in the background", slog.String("url", logging.RedactURL(cfg.NATSURL)))
+	}
+	return nc, nil
+}
+
+// closeNATS drains the connection (flushing acks) and waits, at most 10 s.
+func closeNATS(nc *nats.Conn) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		nc.Close()
+	}
+}

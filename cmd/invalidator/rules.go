@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/events"
+)
+
+const rulesSummary = `check FILE                  validates the rules file and prints its rules
+explain FILE SUBJECT JSON   prints the exact keys and patterns the event would
+                            invalidate, or why it would be rejected (exit 1)`
+
+func rulesCmd(_ context.Context, e env, args []string) error {
+	fs := newFlagSet(e, "rules", "check FILE | explain FILE SUBJECT JSON", rulesSummary)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pos) == 2 && pos[0] == "check":
+		return rulesCheck(e.stdout, pos[1])
+	case len(pos) == 4 && pos[0] == "explain":
+		return rulesExplain(e.stdout, pos[1], pos[2], pos[3])
+	}
+	return usagef("usage: invalidator rules check FILE | explain FILE SUBJECT JSON")
+}
+
+func rulesCheck(w io.Writer, path string) error {
+	r, err := loadRules(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s: %d rules, OK\n", path, len(r.List()))
+	for _, rule := range r.List() {
+		fmt.Fprintf(w, "on %s\n", rule.On)
+		for _, t := range rule.Invalidate {
+			kind := "exact  "
+			if t.IsPattern() {
+				kind = "pattern"
+			}
+			fmt.Fprintf(w, "  %s %s\n", kind, t)
+		}
+	}
+	if allow := r.Allow(); len(allow) > 0 {
+		fmt.Fprintf(w, "explicit (%s) may name: %v\n", cachekeys.InvalidateSubject, allow)
+	} else {
+		fmt.Fprintf(w, "explicit: none (%s events are rejected)\n", cachekeys.InvalidateSubject)
+	}
+	return nil
+}
+
+// errRejected is the exit-1 answer of explain for an event that would be dead-lettered.
+var errRejected = errors.New("the event would be dead-lettered")
+
+func rulesExplain(w io.Writer, path, subject, body string) error {
+	r, err := loadRules(path)
+	if err != nil {
+		return err
+	}
+	ev, err := events.Decode(subject, "", []byte(body))
+	if err == nil {
+		var plan cachekeys.Plan
+		if plan, err = r.Plan(ev.Subject, ev.Data); err == nil {
+			printPlan(w, plan)
+			return nil
+		}
+	}
+	fmt.Fprintf(w, "rejected: %v\n", err)
+	return fmt.Errorf("%w: %w", errRejected, err)
+}
+
+func printPlan(w io.Writer, p cachekeys.Plan) {
+	if p.Empty() {
+		fmt.Fprintln(w, "no rule matches: the event would be acked and nothing removed")
+		return
+	}
+	fmt.Fprintf(w, "rules: %v\n", p.Rules)
+	for _, k := range p.Exact {
+		fmt.Fprintf(w, "exact   %s\n", k)
+	}
+	for _, k := range p.Patterns {
+		fmt.Fprintf(w, "pattern %s\n", k)
+	}
+}

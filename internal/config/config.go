@@ -1,0 +1,306 @@
+// Package config turns environment variables and command-line flags into the
+// validated configuration of each component. It is the only place that reads
+// the environment. Every setting has an environment variable and a flag of
+// the same meaning; a flag given on the command line wins.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/invalidator/invalidator/worker"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrInvalid wraps every configuration error; the message names the
+// variable or flag and the problem, on one line.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Defaults of the settings that have no home in a component's package.
+const (
+	DefaultRedisURL       = "redis://localhost:6379/0"
+	DefaultNATSURL        = "nats://localhost:4222"
+	DefaultRules          = "testdata/rules.yaml"
+	DefaultMaxConnections = 50
+	DefaultSocketTimeout  = 5 * time.Second
+	DefaultHTTPAddr       = ":8080"
+)
+
+// Setting is one configuration value: its environment variable, its flag,
+// its default and what it means.
+type Setting struct {
+	Env, Flag, Default, Usage string
+}
+
+// Settings lists every setting `invalidator run` reads, in README order.
+var Settings = []Setting{
+	{"REDIS_URL", "redis-url", DefaultRedisURL, "Redis to invalidate; redis:// or rediss://, password in the URL"},
+	{"REDIS_MAX_CONNECTIONS", "redis-max-connections", "50", "size of the Redis connection pool"},
+	{"REDIS_SOCKET_TIMEOUT", "redis-socket-timeout", "5s", "read/write timeout of a Redis command"},
+	{"REDIS_SOCKET_CONNECT_TIMEOUT", "redis-socket-connect-timeout", "5s", "timeout to open a Redis connection"},
+	{"REDIS_RETRY_ON_TIMEOUT", "redis-retry-on-timeout", "true", "retry a Redis command (up to 3 times) after a network error or timeout"},
+	{"NATS_URL", "nats-url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
+	{"NATS_CREDS", "nats-creds", "", "path of a NATS credentials file (optional)"},
+	{"NATS_STREAM", "nats-stream", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
+	{"NATS_CONSUMER", "nats-consumer", worker.DefaultConsumer, "durable pull consumer name"},
+	{"NATS_DLQ_STREAM", "nats-dlq-stream", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
+	{"INVALIDATOR_RULES", "rules", DefaultRules, "path of the rules file"},
+	{"WORKER_CONCURRENCY", "concurrency", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
+	{"MAX_DELIVER", "max-deliver", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
+	{"ACK_WAIT", "ack-wait", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
+	{"SCAN_COUNT", "scan-count", strconv.Itoa(worker.DefaultScanCount), "COUNT hint of each SCAN"},
+	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
+	{"HTTP_ADDR", "http-addr", DefaultHTTPAddr, "address of the health and metrics HTTP server; empty turns it off"},
+	{"OPS_TOKEN", "ops-token", "", "bearer token required by /api/v3/... endpoints (optional)"},
+	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "log-format", "", "pretty or json; default pretty on a terminal, json otherwise"},
+}
+
+// Run is the configuration of `invalidator run` and `invalidator dev`.
+type Run struct {
+	RedisURL  string
+	Redis     *redis.Options
+	NATSURL   string
+	NATSCreds string
+	RulesPath string
+	Worker    worker.Config
+	ScanCount int
+	HTTPAddr  string
+	OpsToken  string
+	LogLevel  slog.Level
+	LogFormat logging.Format
+}
+
+// Secrets are the strings that must never be printed.
+func (r *Run) Secrets() []string {
+	var s []string
+	if r.Redis != nil {
+		s = append(s, r.Redis.Password)
+	}
+	s = append(s, urlPasswords(r.NATSURL)...)
+	s = append(s, r.OpsToken)
+	return nonEmpty(s)
+}
+
+func urlPasswords(list string) []string {
+	var out []string
+	for _, raw := range strings.Split(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if p, ok := u.User.Password(); ok {
+			out = append(out, p)
+		} else {
+			out = append(out, u.User.Username()) // a bare token
+		}
+	}
+	return out
+}
+
+func nonEmpty(s []string) []string {
+	out := s[:0]
+	for _, v := range s {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Flags registers a flag for every setting on fs and returns a function that,
+// after fs.Parse, resolves each setting (flag, then environment, then default)
+// and builds the validated Run configuration. getenv is os.Getenv in production.
+func Flags(fs *flag.FlagSet, getenv func(string) string) func() (*Run, error) {
+	vals := make(map[string]*string, len(Settings))
+	for _, s := range Settings {
+		def := s.Default
+		if def == "" {
+			def = "none"
+		}
+		vals[s.Env] = fs.String(s.Flag, "", fmt.Sprintf("%s (env %s, default %s)", s.Usage, s.Env, def))
+	}
+	return func() (*Run, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		r := resolver{get: func(s Setting) (string, string) {
+			if set[s.Flag] {
+				return *vals[s.Env], "-" + s.Flag
+			}
+			if v, ok := lookup(getenv, s.Env); ok {
+				return v, s.Env
+			}
+			return s.Default, s.Env
+		}}
+		return r.run()
+	}
+}
+
+func lookup(getenv func(string) string, key string) (string, bool) {
+	if getenv == nil {
+		return os.LookupEnv(key)
+	}
+	v := getenv(key)
+	return v, v != ""
+}
+
+// resolver reads settings and remembers the first error.
+type resolver struct {
+	get func(Setting) (value, name string)
+	err error
+}
+
+func setting(env string) Setting {
+	for _, s := range Settings {
+		if s.Env == env {
+			return s
+		}
+	}
+	panic("config: unknown setting " + env)
+}
+
+func (r *resolver) fail(name, format string, a ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s: %s", ErrInvalid, name, fmt.Sprintf(format, a...))
+	}
+}
+
+func (r *resolver) str(env string) string {
+	v, _ := r.get(setting(env))
+	return strings.TrimSpace(v)
+}
+
+func (r *resolver) integer(env string, lo, hi int) int {
+	v, name := r.get(setting(env))
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < lo || n > hi {
+		r.fail(name, "must be a whole number from %d to %d, not %q", lo, hi, v)
+	}
+	return n
+}
+
+func (r *resolver) duration(env string, lo time.Duration) time.Duration {
+	v, name := r.get(setting(env))
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		// bare numbers are seconds, as in the original app's settings
+		if f, ferr := strconv.ParseFloat(strings.TrimSpace(v), 64); ferr == nil {
+			d, err = time.Duration(f*float64(time.Second)), nil
+		}
+	}
+	if err != nil || d < lo {
+		r.fail(name, "must be a duration of at least %s (like 5s or 500ms), not %q", lo, v)
+	}
+	return d
+}
+
+func (r *resolver) boolean(env string) bool {
+	v, name := r.get(setting(env))
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		r.fail(name, "must be true or false, not %q", v)
+	}
+	return b
+}
+
+func (r *resolver) run() (*Run, error) {
+	c := &Run{
+		RedisURL:  r.str("REDIS_URL"),
+		NATSURL:   r.str("NATS_URL"),
+		NATSCreds: r.str("NATS_CREDS"),
+		RulesPath: r.str("INVALIDATOR_RULES"),
+		HTTPAddr:  r.str("HTTP_ADDR"),
+		OpsToken:  r.str("OPS_TOKEN"),
+	}
+	c.Redis = r.redis(c.RedisURL)
+	r.natsURL(c.NATSURL)
+	c.Worker = worker.Config{
+		Stream:           r.str("NATS_STREAM"),
+		Consumer:         r.str("NATS_CONSUMER"),
+		DeadLetterStream: r.str("NATS_DLQ_STREAM"),
+		Concurrency:      r.integer("WORKER_CONCURRENCY", 1, 10000),
+		MaxDeliver:       r.integer("MAX_DELIVER", 1, 1000),
+		AckWait:          r.duration("ACK_WAIT", time.Second),
+		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
+	}
+	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
+	r.names(c)
+	var err error
+	if c.LogLevel, err = logging.ParseLevel(r.str("LOG_LEVEL")); err != nil {
+		_, name := r.get(setting("LOG_LEVEL"))
+		r.fail(name, "%v", err)
+	}
+	if c.LogFormat, err = logging.ParseFormat(r.str("LOG_FORMAT")); err != nil {
+		_, name := r.get(setting("LOG_FORMAT"))
+		r.fail(name, "%v", err)
+	}
+	if c.RulesPath == "" {
+		_, name := r.get(setting("INVALIDATOR_RULES"))
+		r.fail(name, "must name the rules file")
+	}
+	if r.err == nil {
+		if err := c.Worker.WithDefaults().Validate(); err != nil {
+			r.err = fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	return c, r.err
+}
+
+func (r *resolver) names(c *Run) {
+	for env, v := range map[string]string{"NATS_STREAM": c.Worker.Stream, "NATS_CONSUMER": c.Worker.Consumer, "NATS_DLQ_STREAM": c.Worker.DeadLetterStream} {
+		if v == "" || strings.ContainsAny(v, ". *>\t\r\n/\\") {
+			_, name := r.get(setting(env))
+			r.fail(name, "must be a non-empty name without '.', '*', '>', '/', '\\' or spaces, not %q", v)
+		}
+	}
+}
+
+// redis parses REDIS_URL and the pool settings into go-redis options.
+func (r *resolver) redis(raw string) *redis.Options {
+	_, name := r.get(setting("REDIS_URL"))
+	opt, err := redis.ParseURL(raw)
+	if err != nil {
+		msg := strings.ReplaceAll(err.Error(), raw, logging.RedactURL(raw))
+		r.fail(name, "must be a redis:// or rediss:// URL: %s", scrubPassword(msg, raw))
+		return nil
+	}
+	opt.PoolSize = r.integer("REDIS_MAX_CONNECTIONS", 1, 100000)
+	opt.ReadTimeout = r.duration("REDIS_SOCKET_TIMEOUT", time.Millisecond)
+	opt.WriteTimeout = opt.ReadTimeout
+	opt.DialTimeout = r.duration("REDIS_SOCKET_CONNECT_TIMEOUT", time.Millisecond)
+	if r.boolean("REDIS_RETRY_ON_TIMEOUT") {
+		opt.MaxRetries = 3
+	} else {
+		opt.MaxRetries = -1
+	}
+	opt.ClientName = "invalidator"
+	return opt
+}
+
+func scrubPassword(msg, raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, logging.Redacted)
+		}
+	}
+	return msg
+}
+
+func (r *resolver) natsURL(list string) {
+	_, name := r.get(setting("NATS_URL"))
+	for _, raw := range strings.Split(list, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
+			r.fail(name, "must be nats://host:port (or tls://, ws://, wss://), comma-separated, not %q", logging.RedactURL(raw))
+			return
+		}
+	}
+}

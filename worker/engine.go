@@ -1,0 +1,257 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+)
+
+// Job is what one event asks the engine to remove.
+type Job struct {
+	// Exact keys are removed with UNLINK, without SCAN.
+	Exact []string
+	// Patterns are Redis glob patterns, each swept with SCAN MATCH.
+	Patterns []string
+}
+
+// Result counts what the engine did for one job.
+type Result struct {
+	// Scanned is the number of keys the SCAN pages returned (keys matching a pattern).
+	Scanned int64
+	// Removed is the number of keys UNLINK removed.
+	Removed int64
+	// ScanCalls is the number of SCAN commands sent.
+	ScanCalls int64
+	// Duration is the wall time of the job.
+	Duration time.Duration
+}
+
+func (r *Result) add(o Result) {
+	r.Scanned += o.Scanned
+	r.Removed += o.Removed
+	r.ScanCalls += o.ScanCalls
+}
+
+// Engine removes keys from Redis. It is the narrow seam between the consumer
+// and the keyspace: strategies such as merging many events into one pass,
+// tag sets or Redis Cluster fit behind it without touching the consumer.
+type Engine interface {
+	// Invalidate removes every exact key and every key matching a pattern. It
+	// returns only after all of them are gone, or with an error.
+	Invalidate(ctx context.Context, job Job) (Result, error)
+}
+
+// Engine defaults.
+const (
+	// DefaultScanCount is the COUNT hint of each SCAN.
+	DefaultScanCount = 1000
+	// DefaultMaxScanCalls bounds one pattern sweep, a guard against a cursor that never ends.
+	DefaultMaxScanCalls = 1 << 22
+	// DefaultSweepConcurrency is how many patterns of one job are swept at once.
+	DefaultSweepConcurrency = 4
+	// unlinkChunk caps the keys of one UNLINK command.
+	unlinkChunk = 1000
+)
+
+// EngineConfig configures a RedisEngine.
+type EngineConfig struct {
+	// ScanCount is the COUNT hint for SCAN. Defaults to DefaultScanCount.
+	ScanCount int
+	// MaxScanCalls bounds the SCAN calls of one pattern. Defaults to DefaultMaxScanCalls.
+	MaxScanCalls int
+	// SweepConcurrency is how many patterns of a job are swept in parallel.
+	// Defaults to DefaultSweepConcurrency.
+	SweepConcurrency int
+	// Logger gets a debug line per SCAN page. Defaults to a discarding logger.
+	Logger *slog.Logger
+}
+
+func (c EngineConfig) withDefaults() EngineConfig {
+	if c.ScanCount <= 0 {
+		c.ScanCount = DefaultScanCount
+	}
+	if c.MaxScanCalls <= 0 {
+		c.MaxScanCalls = DefaultMaxScanCalls
+	}
+	if c.SweepConcurrency <= 0 {
+		c.SweepConcurrency = DefaultSweepConcurrency
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// RedisEngine is the SCAN/UNLINK engine. Exact keys go in one pipelined round
+// trip; each pattern is swept page by page, and every round trip carries the
+// UNLINK of the previous page together with the next SCAN, so a sweep costs
+// one round trip per page and never holds more than one page in memory.
+type RedisEngine struct {
+	rdb redis.UniversalClient
+	cfg EngineConfig
+}
+
+// NewRedisEngine returns an engine on rdb.
+func NewRedisEngine(rdb redis.UniversalClient, cfg EngineConfig) *RedisEngine {
+	return &RedisEngine{rdb: rdb, cfg: cfg.withDefaults()}
+}
+
+// Invalidate implements Engine.
+func (e *RedisEngine) Invalidate(ctx context.Context, job Job) (Result, error) {
+	start := time.Now()
+	res, err := e.run(ctx, job, false, nil)
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+// Preview reports what Invalidate would remove without removing anything:
+// fn is called with each existing exact key and each key a pattern matches
+// (a key may be reported once per pattern that matches it).
+func (e *RedisEngine) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
+	start := time.Now()
+	res, err := e.run(ctx, job, true, fn)
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+func (e *RedisEngine) run(ctx context.Context, job Job, dry bool, fn func(string)) (Result, error) {
+	var total Result
+	n, err := e.exact(ctx, job.Exact, dry, fn)
+	total.Removed += n
+	if err != nil {
+		return total, err
+	}
+	results := make([]Result, len(job.Patterns))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(e.cfg.SweepConcurrency)
+	for i, p := range job.Patterns {
+		g.Go(func() (err error) {
+			results[i], err = e.sweep(gctx, p, dry, fn)
+			return err
+		})
+	}
+	err = g.Wait()
+	for _, r := range results {
+		total.add(r)
+	}
+	return total, err
+}
+
+// exact removes (or, dry, looks up) keys in one pipelined round trip.
+func (e *RedisEngine) exact(ctx context.Context, keys []string, dry bool, fn func(string)) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if dry {
+		return e.exists(ctx, keys, fn)
+	}
+	if len(keys) <= unlinkChunk {
+		n, err := e.rdb.Unlink(ctx, keys...).Result()
+		if err != nil {
+			return 0, fmt.Errorf("unlink %d keys: %w", len(keys), err)
+		}
+		return n, nil
+	}
+	pipe := e.rdb.Pipeline()
+	var cmds []*redis.IntCmd
+	for c := range slices.Chunk(keys, unlinkChunk) {
+		cmds = append(cmds, pipe.Unlink(ctx, c...))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("unlink %d keys: %w", len(keys), err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+func (e *RedisEngine) exists(ctx context.Context, keys []string, fn func(string)) (int64, error) {
+	pipe := e.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Exists(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("exists %d keys: %w", len(keys), err)
+	}
+	var n int64
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			n++
+			if fn != nil {
+				fn(keys[i])
+			}
+		}
+	}
+	return n, nil
+}
+
+// sweep removes every key matching pattern. Each round trip is one pipeline
+// holding UNLINK of the page in hand and SCAN of the next page.
+func (e *RedisEngine) sweep(ctx context.Context, pattern string, dry bool, fn func(string)) (Result, error) {
+	var (
+		res     Result
+		cursor  uint64
+		pending []string
+	)
+	for calls := 0; ; calls++ {
+		if calls >= e.cfg.MaxScanCalls {
+			return res, fmt.Errorf("sweep %q: %w after %d SCAN calls", pattern, ErrSweepTooLong, calls)
+		}
+		keys, next, removed, err := e.page(ctx, pattern, cursor, pending, dry)
+		if err != nil {
+			return res, fmt.Errorf("sweep %q: %w", pattern, err)
+		}
+		res.ScanCalls++
+		res.Scanned += int64(len(keys))
+		res.Removed += removed
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "🔍 scan page",
+			slog.String("pattern", pattern), slog.Uint64("cursor", cursor), slog.Int("keys", len(keys)))
+		if dry {
+			res.Removed += int64(len(keys))
+			for _, k := range keys {
+				if fn != nil {
+					fn(k)
+				}
+			}
+			keys = nil
+		}
+		pending, cursor = keys, next
+		if cursor == 0 {
+			break
+		}
+	}
+	n, err := e.exact(ctx, pending, false, nil)
+	res.Removed += n
+	if err != nil {
+		return res, fmt.Errorf("sweep %q: %w", pattern, err)
+	}
+	return res, nil
+}
+
+// page sends UNLINK of pending (if any) and one SCAN in one round trip.
+func (e *RedisEngine) page(ctx context.Context, pattern string, cursor uint64, pending []string, dry bool) ([]string, uint64, int64, error) {
+	if len(pending) == 0 || dry {
+		keys, next, err := e.rdb.Scan(ctx, cursor, pattern, int64(e.cfg.ScanCount)).Result()
+		return keys, next, 0, err
+	}
+	pipe := e.rdb.Pipeline()
+	unlink := pipe.Unlink(ctx, pending...)
+	scan := pipe.Scan(ctx, cursor, pattern, int64(e.cfg.ScanCount))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, 0, err
+	}
+	keys, next := scan.Val()
+	return keys, next, unlink.Val(), nil
+}
+
+// ErrSweepTooLong means a sweep hit EngineConfig.MaxScanCalls.
+var ErrSweepTooLong = errors.New("too many SCAN calls")

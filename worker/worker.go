@@ -1,0 +1,280 @@
+// Package worker consumes domain events from a JetStream durable consumer and
+// removes the Redis keys their rules name: a pool of handlers, the
+// SCAN/UNLINK engine, dead letters, and the Redis health gate that pauses
+// consumption during an outage.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// Worker is the event consumer. Create it with New, then call Run.
+type Worker struct {
+	cfg    Config
+	js     jetstream.JetStream
+	rdb    redis.UniversalClient
+	rules  *cachekeys.Rules
+	engine Engine
+	log    *slog.Logger
+	obs    Observer
+	gate   *gate
+
+	stats struct {
+		applied, deadLettered, retried, unrouted, keysRemoved atomic.Int64
+		busy                                                  atomic.Int64
+		lastEvent                                             atomic.Int64 // unix nanos
+	}
+	consumer atomic.Pointer[jetstream.Consumer]
+}
+
+// Deps are what a Worker works with; the caller owns the connections and
+// closes them after Run returns.
+type Deps struct {
+	// JetStream is the NATS JetStream context. Required.
+	JetStream jetstream.JetStream
+	// Redis is the client of the cache. Required.
+	Redis redis.UniversalClient
+	// Rules map subjects to keys. Required.
+	Rules *cachekeys.Rules
+	// Engine removes keys. Defaults to NewRedisEngine(Redis, EngineConfig{}).
+	Engine Engine
+	// Logger defaults to a discarding logger.
+	Logger *slog.Logger
+	// Observer is told of every outcome. Optional.
+	Observer Observer
+}
+
+// New validates cfg (after WithDefaults) and returns a Worker.
+func New(cfg Config, d Deps) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.JetStream == nil || d.Redis == nil || d.Rules == nil {
+		return nil, fmt.Errorf("%w: JetStream, Redis and Rules are required", ErrInvalidConfig)
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Engine == nil {
+		d.Engine = NewRedisEngine(d.Redis, EngineConfig{Logger: d.Logger})
+	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
+	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: d.Logger, obs: d.Observer}
+	w.gate = newGate(d.Redis, d.Logger, d.Observer, cfg.HealthInterval)
+	return w, nil
+}
+
+// Config returns the worker's configuration, defaults filled in.
+func (w *Worker) Config() Config { return w.cfg }
+
+// Stats are running totals since the worker started.
+type Stats struct {
+	Concurrency  int
+	Busy         int64
+	Applied      int64
+	DeadLettered int64
+	Retried      int64
+	Unrouted     int64
+	KeysRemoved  int64
+	// LastEventAt is when the last event was settled; zero if none yet.
+	LastEventAt time.Time
+	RedisUp     bool
+}
+
+// Stats returns a snapshot of the running totals.
+func (w *Worker) Stats() Stats {
+	s := Stats{
+		Concurrency:  w.cfg.Concurrency,
+		Busy:         w.stats.busy.Load(),
+		Applied:      w.stats.applied.Load(),
+		DeadLettered: w.stats.deadLettered.Load(),
+		Retried:      w.stats.retried.Load(),
+		Unrouted:     w.stats.unrouted.Load(),
+		KeysRemoved:  w.stats.keysRemoved.Load(),
+		RedisUp:      w.gate.isUp(),
+	}
+	if n := w.stats.lastEvent.Load(); n != 0 {
+		s.LastEventAt = time.Unix(0, n)
+	}
+	return s
+}
+
+// Consumer returns the durable consumer once Run has set it up, else nil.
+func (w *Worker) Consumer() jetstream.Consumer {
+	if c := w.consumer.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+// Setup creates the stream and the dead-letter stream if they are missing
+// (existing ones are used as they are) and creates or updates the durable
+// consumer. Run calls it, retrying while NATS is unreachable.
+func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
+	for _, sc := range []jetstream.StreamConfig{w.cfg.streamConfig(), w.cfg.deadLetterConfig()} {
+		if err := w.ensureStream(ctx, sc); err != nil {
+			return nil, err
+		}
+	}
+	c, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, w.cfg.consumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %q on stream %q: %w", w.cfg.Consumer, w.cfg.Stream, err)
+	}
+	w.consumer.Store(&c)
+	return c, nil
+}
+
+func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) error {
+	_, err := w.js.Stream(ctx, sc.Name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %q: %w", sc.Name, err)
+	}
+	if _, err := w.js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %q: %w", sc.Name, err)
+	}
+	w.log.Info("🔧 created stream", slog.String("stream", sc.Name), slog.Any("subjects", sc.Subjects))
+	return nil
+}
+
+// Run consumes events until ctx ends, then stops fetching, lets the events in
+// flight finish (at most ShutdownTimeout), acks them, and returns. Events not
+// finished by then are nak'ed and will be redelivered. Run returns nil after a
+// clean shutdown and an error only if it could not start.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.setupWithRetry(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// Handlers outlive ctx by at most ShutdownTimeout.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.ShutdownTimeout, cancelWork)
+		go func() { <-workCtx.Done(); t.Stop() }()
+	})
+	defer stopTimer()
+
+	var bg sync.WaitGroup
+	gateCtx, stopGate := context.WithCancel(workCtx)
+	bg.Go(func() { w.gate.run(gateCtx) })
+	defer func() { stopGate(); bg.Wait() }()
+
+	w.log.Info("✅ worker started", slog.String("stream", w.cfg.Stream), slog.String("consumer", w.cfg.Consumer),
+		slog.Int("concurrency", w.cfg.Concurrency))
+	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	w.fetchLoop(ctx, workCtx, cons, p, slots)
+	w.log.Info("🔧 stopping: fetching stopped, finishing events in flight", slog.Int64("in_flight", w.stats.busy.Load()))
+	p.Wait()
+	w.log.Info("✅ worker stopped")
+	return nil
+}
+
+func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error) {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		c, err := w.Setup(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			w.log.Warn("⚠️ JetStream setup failed, retrying", slog.Any("error", err), slog.Int("attempt", attempt))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("setup: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// fetchLoop fetches as many events as there are free handlers, while Redis
+// is up, until ctx ends.
+func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer, p *pool.Pool, slots chan struct{}) {
+	errWait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if w.gate.Wait(ctx) != nil {
+			return
+		}
+		n := acquire(ctx, slots)
+		if n == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchMaxWait)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				w.stats.busy.Add(1)
+				p.Go(func() {
+					defer func() { <-slots; w.stats.busy.Add(-1) }()
+					w.handle(workCtx, msg)
+				})
+			}
+			err = batch.Error()
+		}
+		cancel()
+		for range n - got {
+			<-slots
+		}
+		if err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			errWait = 100 * time.Millisecond
+			continue
+		}
+		w.log.Warn("⚠️ fetch failed, retrying", slog.Any("error", err), slog.Duration("wait", errWait))
+		sleep(ctx, errWait)
+		errWait = min(errWait*2, 5*time.Second)
+	}
+}
+
+// acquire takes one slot (waiting for it) and then every free slot; it
+// returns how many it took, 0 if ctx ended first.
+func acquire(ctx context.Context, slots chan struct{}) int {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for n < cap(slots) {
+		select {
+		case slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
