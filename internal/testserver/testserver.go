@@ -55,6 +55,14 @@ func RedisClient(tb testing.TB, r *servers.Redis) *redis.Client {
 	return c
 }
 
+// RedisClientAs returns a client of r that logs in as an ACL user.
+func RedisClientAs(tb testing.TB, r *servers.Redis, user, password string) *redis.Client {
+	tb.Helper()
+	c := redis.NewClient(&redis.Options{Addr: r.Addr(), Username: user, Password: password})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // NATS starts an in-process JetStream server on a random loopback port with
 // its store in a temp dir.
 func NATS(tb testing.TB) *server.Server {

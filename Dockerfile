@@ -1,0 +1,31 @@
+# Build: docker build -t invalidator .
+# Run:   docker run --rm -p 8080:8080 -e REDIS_URL=... -e NATS_URL=... invalidator
+
+# ---- builder ---------------------------------------------------------------
+FROM golang:1.26 AS builder
+WORKDIR /src
+
+# Download modules first so this layer is reused while go.mod/go.sum are unchanged.
+COPY go.mod go.sum ./
+RUN go mod download && go mod verify
+
+COPY . .
+# Static, reproducible binary (no cgo, no local paths, stripped).
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/invalidator ./cmd/invalidator
+
+# ---- runtime ---------------------------------------------------------------
+# Distroless static: no shell, no libc; runs as the nonroot user (uid/gid 65532).
+FROM gcr.io/distroless/static-debian12:nonroot
+
+COPY --from=builder /out/invalidator /invalidator
+COPY testdata/rules.yaml /etc/invalidator/rules.yaml
+
+ENV INVALIDATOR_RULES=/etc/invalidator/rules.yaml \
+    LOG_FORMAT=json
+
+# Health (GET /health) and metrics HTTP server (HTTP_ADDR, default :8080).
+EXPOSE 8080
+
+USER nonroot:nonroot
+ENTRYPOINT ["/invalidator"]
+CMD ["run"]

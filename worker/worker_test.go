@@ -1,0 +1,281 @@
+package worker_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/invalidator/invalidator/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(discard{}) // outage tests make go-redis log every refused dial
+	goleak.VerifyTestMain(m)
+}
+
+type discard struct{}
+
+func (discard) Printf(context.Context, string, ...any) {}
+
+// Course 42's keys go; course 420 and 4, and 100k unrelated keys, stay.
+func TestEndToEndRemovesOnlyTheEventsKeys(t *testing.T) {
+	h := newHarness(t)
+	h.set("cache:course_analytics:42", "cache:course_analytics:420", "cache:course_analytics:4",
+		"cache:course_analytics:420:summary", "cache:course_analytics:4:summary",
+		"cache:system_stats:global", "user:42", "cache:student_risk:42")
+	h.set(numbered("cache:course_analytics:42:page:", 500)...)
+	h.set(numbered("unrelated:", 100_000)...)
+	before := h.dbsize()
+
+	r := h.start(testConfig(), worker.Deps{})
+	h.publish("events.course.updated", course(42))
+	h.eventually("event applied", 20*time.Second, func() bool { return r.w.Stats().Applied == 1 })
+
+	for _, gone := range []string{"cache:course_analytics:42", "cache:course_analytics:42:page:0",
+		"cache:course_analytics:42:page:499", "cache:system_stats:global"} {
+		if h.exists(gone) {
+			t.Errorf("%s still exists", gone)
+		}
+	}
+	for _, kept := range []string{"cache:course_analytics:420", "cache:course_analytics:4",
+		"cache:course_analytics:420:summary", "cache:course_analytics:4:summary", "user:42",
+		"cache:student_risk:42", "unrelated:0", "unrelated:99999"} {
+		if !h.exists(kept) {
+			t.Errorf("%s was removed", kept)
+		}
+	}
+	if got, want := h.dbsize(), before-502; got != want {
+		t.Errorf("DBSIZE = %d, want %d (exactly 502 keys removed)", got, want)
+	}
+	if s := r.w.Stats(); s.KeysRemoved != 502 || s.DeadLettered != 0 {
+		t.Errorf("stats = %+v, want 502 keys removed and no dead letters", s)
+	}
+	h.eventually("event acked", 5*time.Second, func() bool { return h.consumerIdle(r.w) })
+}
+
+// Every form of bad input is dead-lettered with its reason and removes nothing.
+func TestBadEventsAreDeadLetteredAndRemoveNothing(t *testing.T) {
+	h := newHarness(t)
+	h.set("cache:course_analytics:1", "cache:course_analytics:1:x", "user:123", "user:123:profile", "user:1234")
+	before := h.dbsize()
+	r := h.start(testConfig(), worker.Deps{})
+
+	h.publish("events.course.updated", map[string]any{"course_id": "*"})
+	h.publish("events.user.updated", map[string]any{"user_id": "123:profile"})
+	h.publish("events.course.updated", map[string]any{"title": "no id"})
+	h.publish("events.cache.invalidate", map[string]any{"patterns": []any{"secret:*"}})
+	for _, body := range []string{`{"course_id": `, `[1,2]`, `{"specversion":"0.3","id":"x","source":"s","type":"t","data":{}}`} {
+		if _, err := h.js.PublishMsg(context.Background(), &nats.Msg{Subject: "events.course.updated", Data: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const bad = 7
+	h.eventually("all dead-lettered", 20*time.Second, func() bool { return r.w.Stats().DeadLettered == bad })
+
+	if got := h.dbsize(); got != before {
+		t.Errorf("DBSIZE = %d, want %d: a rejected event removed keys", got, before)
+	}
+	dl := h.deadLetters()
+	if len(dl) != bad {
+		t.Fatalf("dead-letter stream holds %d messages, want %d", len(dl), bad)
+	}
+	// By stream sequence: what the reason must mention.
+	wantReasons := map[string]string{"1": "glob metacharacter", "2": "separator", "3": "course_id",
+		"4": "secret:*", "5": "malformed", "6": "array", "7": "specversion"}
+	for _, m := range dl {
+		seq := m.Header.Get(worker.HeaderStreamSeq)
+		reason := m.Header.Get(worker.HeaderError)
+		if !strings.HasPrefix(m.Subject, "dlq.events.") {
+			t.Errorf("dead letter of seq %s has subject %q, want dlq.events.*", seq, m.Subject)
+		}
+		want, ok := wantReasons[seq]
+		if !ok || !strings.Contains(reason, want) {
+			t.Errorf("dead letter of seq %q: reason %q, want it to mention %q", seq, reason, want)
+		}
+		delete(wantReasons, seq)
+		if m.Header.Get(worker.HeaderDeliveries) != "1" {
+			t.Errorf("dead letter of seq %s after %s deliveries, want 1", seq, m.Header.Get(worker.HeaderDeliveries))
+		}
+	}
+	h.eventually("bad events terminated", 5*time.Second, func() bool { return h.consumerIdle(r.w) })
+}
+
+// A Redis that refuses UNLINK (a real NOPERM error) makes every delivery
+// fail: the event is retried MaxDeliver times, then dead-lettered.
+func TestFailingEventIsRetriedThenDeadLettered(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if err := h.rdb.Do(ctx, "ACL", "SETUSER", "nounlink", "on", ">pw", "~*", "+@all", "-unlink").Err(); err != nil {
+		t.Fatal(err)
+	}
+	limited := testserver.RedisClientAs(t, h.redis, "nounlink", "pw")
+	h.set("user:7")
+	cfg := testConfig()
+	cfg.MaxDeliver = 3
+	r := h.start(cfg, worker.Deps{Redis: limited})
+	h.publish("events.user.updated", map[string]any{"user_id": 7})
+	h.eventually("dead-lettered", 20*time.Second, func() bool { return r.w.Stats().DeadLettered == 1 })
+
+	if s := r.w.Stats(); s.Retried != 2 || s.Applied != 0 {
+		t.Errorf("stats = %+v, want 2 retries then the dead letter", s)
+	}
+	dl := h.deadLetters()
+	if len(dl) != 1 || dl[0].Header.Get(worker.HeaderDeliveries) != "3" ||
+		!strings.Contains(dl[0].Header.Get(worker.HeaderError), "NOPERM") {
+		t.Fatalf("dead letters = %v, want one after 3 deliveries with the NOPERM reason", headers(dl))
+	}
+	if !h.exists("user:7") {
+		t.Error("user:7 is gone although UNLINK was refused")
+	}
+}
+
+// Redis stopped and restarted (AOF) mid-stream: every event published
+// meanwhile is applied, none is dead-lettered.
+func TestRedisOutageLosesNothing(t *testing.T) {
+	h := newHarness(t, testserver.WithAOF())
+	const n = 60
+	for i := range n {
+		h.set("user:"+itoa(i), "user:"+itoa(i)+":profile")
+	}
+	cfg := testConfig()
+	cfg.MaxDeliver = 2 // an outage must not burn deliveries
+	r := h.start(cfg, worker.Deps{})
+	for i := range n / 3 {
+		h.publish("events.user.updated", map[string]any{"user_id": i})
+	}
+	h.eventually("first third applied", 20*time.Second, func() bool { return r.w.Stats().Applied == n/3 })
+
+	if err := h.redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := n / 3; i < n; i++ {
+		h.publish("events.user.updated", map[string]any{"user_id": i})
+	}
+	h.eventually("worker sees Redis down", 10*time.Second, func() bool { return !r.w.Stats().RedisUp })
+	time.Sleep(500 * time.Millisecond) // stay down for a while; events must wait, not fail
+	if err := h.redis.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("all applied", 30*time.Second, func() bool { return r.w.Stats().Applied == n })
+
+	if s := r.w.Stats(); s.DeadLettered != 0 {
+		t.Errorf("stats = %+v, want no dead letters", s)
+	}
+	if size := h.dbsize(); size != 0 {
+		t.Errorf("DBSIZE = %d after all events, want 0", size)
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Errorf("dead letters = %v, want none", headers(dl))
+	}
+}
+
+// gatedEngine holds every job until released: a way to have events in flight.
+type gatedEngine struct {
+	worker.Engine
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func newGatedEngine(inner worker.Engine) *gatedEngine {
+	return &gatedEngine{Engine: inner, started: make(chan struct{}, 100), release: make(chan struct{})}
+}
+
+func (g *gatedEngine) Invalidate(ctx context.Context, job worker.Job) (worker.Result, error) {
+	g.started <- struct{}{}
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return worker.Result{}, ctx.Err()
+	}
+	return g.Engine.Invalidate(ctx, job)
+}
+
+func (g *gatedEngine) open() { g.once.Do(func() { close(g.release) }) }
+
+// A worker that dies without acking: its events are redelivered to a new
+// worker and applied.
+func TestKilledWorkerEventsAreRedelivered(t *testing.T) {
+	h := newHarness(t)
+	h.set("user:1", "user:2", "user:3")
+	cfg := testConfig()
+	cfg.AckWait = time.Second
+
+	// The first worker has its own connection, which is cut mid-event.
+	_, js1 := testserver.JetStream(t, h.ns)
+	stuck := newGatedEngine(worker.NewRedisEngine(h.rdb, worker.EngineConfig{}))
+	cfg1 := cfg
+	cfg1.ShutdownTimeout = 50 * time.Millisecond // the events never finish there
+	first := h.start(cfg1, worker.Deps{JetStream: js1, Engine: stuck})
+	for i := 1; i <= 3; i++ {
+		h.publish("events.user.deleted", map[string]any{"user_id": i})
+	}
+	for range 3 {
+		select {
+		case <-stuck.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("first worker did not take the events")
+		}
+	}
+	js1.Conn().Close() // killed: no ack, no nak can reach the server
+	_ = first.stop(t)
+	if s := first.w.Stats(); s.Applied != 0 || !h.exists("user:1") || !h.exists("user:2") || !h.exists("user:3") {
+		t.Fatalf("the killed worker applied events (stats %+v)", s)
+	}
+
+	second := h.start(cfg, worker.Deps{})
+	h.eventually("redelivered and applied", 20*time.Second, func() bool { return second.w.Stats().Applied == 3 })
+	for _, k := range []string{"user:1", "user:2", "user:3"} {
+		if h.exists(k) {
+			t.Errorf("%s still exists", k)
+		}
+	}
+	h.eventually("all acked", 5*time.Second, func() bool { return h.consumerIdle(second.w) })
+}
+
+// Shutdown waits for events in flight, acks them, then returns.
+func TestShutdownDrainsEventsInFlight(t *testing.T) {
+	h := newHarness(t)
+	h.set("user:5", "user:5:a", "user:6")
+	gated := newGatedEngine(worker.NewRedisEngine(h.rdb, worker.EngineConfig{}))
+	r := h.start(testConfig(), worker.Deps{Engine: gated})
+	h.publish("events.user.updated", map[string]any{"user_id": 5})
+	select {
+	case <-gated.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("event not taken")
+	}
+	r.cancel() // SIGTERM
+	select {
+	case <-r.done:
+		t.Fatal("Run returned while an event was in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	h.publish("events.user.updated", map[string]any{"user_id": 6}) // after shutdown began: not fetched
+	gated.open()
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if h.exists("user:5") || h.exists("user:5:a") {
+		t.Error("the in-flight event was not finished")
+	}
+	if !h.exists("user:6") {
+		t.Error("an event published after shutdown began was applied")
+	}
+	if s := r.w.Stats(); s.Applied != 1 {
+		t.Errorf("applied = %d, want 1", s.Applied)
+	}
+	info, err := r.w.Consumer().Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream != 1 || info.NumAckPending != 0 {
+		t.Errorf("ack floor %d, ack pending %d: want the in-flight event acked", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
