@@ -16,6 +16,7 @@ const (
 	DefaultDeadLetterPrefix = "dlq"
 	DefaultConsumer         = "invalidator"
 	DefaultConcurrency      = 16
+	DefaultBatchSize        = 64
 	DefaultMaxDeliver       = 5
 	DefaultAckWait          = 30 * time.Second
 	DefaultMaxAckPending    = 1000
@@ -49,6 +50,9 @@ type Config struct {
 	Consumer string
 	// Concurrency is the number of events processed at once. Defaults to 16.
 	Concurrency int
+	// BatchSize is the most events one handler takes at once: their exact
+	// keys share one pipelined round trip. Defaults to 64.
+	BatchSize int
 	// MaxDeliver is how many times an event is delivered before it is dead-lettered. Defaults to 5.
 	MaxDeliver int
 	// Backoff is the redelivery delay after each failed delivery (the last
@@ -88,6 +92,7 @@ func (c Config) WithDefaults() Config {
 		c.Backoff = DefaultBackoff
 	}
 	c.Concurrency = cmpOr(c.Concurrency, DefaultConcurrency)
+	c.BatchSize = cmpOr(c.BatchSize, DefaultBatchSize)
 	c.MaxDeliver = cmpOr(c.MaxDeliver, DefaultMaxDeliver)
 	c.MaxAckPending = cmpOr(c.MaxAckPending, DefaultMaxAckPending)
 	c.AckWait = cmpOr(c.AckWait, DefaultAckWait)
@@ -113,6 +118,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Concurrency < 1 || c.Concurrency > 10000:
 		return bad("concurrency must be 1..10000, not %d", c.Concurrency)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return bad("batch size must be 1..10000, not %d", c.BatchSize)
 	case c.MaxDeliver < 1:
 		return bad("max deliver must be at least 1, not %d", c.MaxDeliver)
 	case c.MaxAckPending < c.Concurrency:

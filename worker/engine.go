@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sourcegraph/conc/pool"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -39,12 +41,25 @@ func (r *Result) add(o Result) {
 }
 
 // Engine removes keys from Redis. It is the narrow seam between the consumer
-// and the keyspace: strategies such as merging many events into one pass,
-// tag sets or Redis Cluster fit behind it without touching the consumer.
+// and the keyspace: the consumer hands it the jobs of a batch of events, so
+// strategies such as merging many events into one pass, tag sets or Redis
+// Cluster fit behind it without touching the consumer.
 type Engine interface {
-	// Invalidate removes every exact key and every key matching a pattern. It
-	// returns only after all of them are gone, or with an error.
-	Invalidate(ctx context.Context, job Job) (Result, error)
+	// Apply removes every exact key and every key matching a pattern of each
+	// job. It calls done exactly once per job, with the job's index, as soon
+	// as that job's keys are all gone or it failed (calls may come from
+	// several goroutines at once), and returns after the last call.
+	Apply(ctx context.Context, jobs []Job, done func(i int, res Result, err error))
+}
+
+// Invalidate runs one job through e and returns its result.
+func Invalidate(ctx context.Context, e Engine, job Job) (Result, error) {
+	var (
+		res Result
+		err error
+	)
+	e.Apply(ctx, []Job{job}, func(_ int, r Result, e error) { res, err = r, e })
+	return res, err
 }
 
 // Engine defaults.
@@ -88,7 +103,9 @@ func (c EngineConfig) withDefaults() EngineConfig {
 	return c
 }
 
-// RedisEngine is the SCAN/UNLINK engine. Exact keys go in one pipelined round
+// RedisEngine is the SCAN/UNLINK engine for a single Redis server (or a
+// primary); Redis Cluster needs an engine that scans every node and groups
+// keys by slot. Exact keys go in one pipelined round
 // trip; each pattern is swept page by page, and every round trip carries the
 // UNLINK of the previous page together with the next SCAN, so a sweep costs
 // one round trip per page and never holds more than one page in memory.
@@ -102,41 +119,110 @@ func NewRedisEngine(rdb redis.UniversalClient, cfg EngineConfig) *RedisEngine {
 	return &RedisEngine{rdb: rdb, cfg: cfg.withDefaults()}
 }
 
-// Invalidate implements Engine.
+// Invalidate removes the keys of one job.
 func (e *RedisEngine) Invalidate(ctx context.Context, job Job) (Result, error) {
+	return Invalidate(ctx, e, job)
+}
+
+// Apply implements Engine. The exact keys of all jobs go in one pipelined
+// round trip; jobs with patterns are then swept concurrently (at most
+// SweepConcurrency at once), and a job with exact keys only is done as soon
+// as the pipeline returns.
+func (e *RedisEngine) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
 	start := time.Now()
-	res, err := e.run(ctx, job, false, nil)
-	res.Duration = time.Since(start)
-	return res, err
+	removed, errs := e.exactMany(ctx, jobs)
+	p := pool.New().WithMaxGoroutines(e.cfg.SweepConcurrency)
+	for i, job := range jobs {
+		res := Result{Removed: removed[i]}
+		if errs[i] != nil || len(job.Patterns) == 0 {
+			res.Duration = time.Since(start)
+			done(i, res, errs[i])
+			continue
+		}
+		p.Go(func() {
+			r, err := e.sweeps(ctx, job.Patterns, false, nil)
+			res.add(r)
+			res.Duration = time.Since(start)
+			done(i, res, err)
+		})
+	}
+	p.Wait()
+}
+
+// exactMany removes the exact keys of every job in one round trip and
+// returns the count and error of each job.
+func (e *RedisEngine) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
+	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
+	if len(jobs) == 1 {
+		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact, false, nil)
+		return removed, errs
+	}
+	pipe := e.rdb.Pipeline()
+	cmds := make([][]*redis.IntCmd, len(jobs))
+	for i, job := range jobs {
+		for c := range slices.Chunk(job.Exact, unlinkChunk) {
+			cmds[i] = append(cmds[i], pipe.Unlink(ctx, c...))
+		}
+	}
+	if pipe.Len() == 0 {
+		return removed, errs
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, cs := range cmds {
+		for _, c := range cs {
+			if err := c.Err(); err != nil {
+				errs[i] = fmt.Errorf("unlink %d keys: %w", len(jobs[i].Exact), err)
+				break
+			}
+			removed[i] += c.Val()
+		}
+	}
+	return removed, errs
 }
 
 // Preview reports what Invalidate would remove without removing anything:
 // fn is called with each existing exact key and each key a pattern matches
-// (a key may be reported once per pattern that matches it).
+// (a key may be reported once per pattern that matches it). fn is never
+// called concurrently.
 func (e *RedisEngine) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
 	start := time.Now()
-	res, err := e.run(ctx, job, true, fn)
+	var mu sync.Mutex
+	report := func(k string) {
+		if fn != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			fn(k)
+		}
+	}
+	job.Exact = slices.Compact(slices.Sorted(slices.Values(job.Exact)))
+	res, err := e.run(ctx, job, true, report)
 	res.Duration = time.Since(start)
 	return res, err
 }
 
 func (e *RedisEngine) run(ctx context.Context, job Job, dry bool, fn func(string)) (Result, error) {
-	var total Result
 	n, err := e.exact(ctx, job.Exact, dry, fn)
-	total.Removed += n
 	if err != nil {
-		return total, err
+		return Result{Removed: n}, err
 	}
-	results := make([]Result, len(job.Patterns))
+	res, err := e.sweeps(ctx, job.Patterns, dry, fn)
+	res.Removed += n
+	return res, err
+}
+
+// sweeps sweeps patterns concurrently, at most SweepConcurrency at once.
+func (e *RedisEngine) sweeps(ctx context.Context, patterns []string, dry bool, fn func(string)) (Result, error) {
+	var total Result
+	results := make([]Result, len(patterns))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(e.cfg.SweepConcurrency)
-	for i, p := range job.Patterns {
+	for i, p := range patterns {
 		g.Go(func() (err error) {
 			results[i], err = e.sweep(gctx, p, dry, fn)
 			return err
 		})
 	}
-	err = g.Wait()
+	err := g.Wait()
 	for _, r := range results {
 		total.add(r)
 	}
@@ -204,6 +290,8 @@ func (e *RedisEngine) sweep(ctx context.Context, pattern string, dry bool, fn fu
 	)
 	for calls := 0; ; calls++ {
 		if calls >= e.cfg.MaxScanCalls {
+			n, _ := e.exact(ctx, pending, false, nil)
+			res.Removed += n
 			return res, fmt.Errorf("sweep %q: %w after %d SCAN calls", pattern, ErrSweepTooLong, calls)
 		}
 		keys, next, removed, err := e.page(ctx, pattern, cursor, pending, dry)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
@@ -25,7 +27,7 @@ const (
 )
 
 // maxTransientRetries bounds how often one delivery waits out a Redis outage
-// and tries again before it is nak'ed.
+// and tries again before it is nak'ed for redelivery.
 const maxTransientRetries = 1000
 
 // ErrPermanent marks an event that no retry can apply (malformed or
@@ -39,87 +41,106 @@ type permanent struct{ error }
 func (p permanent) Is(target error) bool { return target == ErrPermanent }
 func (p permanent) Unwrap() error        { return p.error }
 
-// handle settles one delivery: ack, nak with backoff, or dead letter + term.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+// delivery is one message on its way through the handler.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	ev   events.Event
+	plan cachekeys.Plan
+	rep  Report
+	done atomic.Bool
+}
+
+// handleGroup settles a group of deliveries: malformed and rejected ones at
+// once, the others after one pass of the engine over all their jobs.
+func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
-	rep := Report{Subject: msg.Subject()}
-	meta, err := msg.Metadata()
-	if err == nil {
-		rep.Deliveries = meta.NumDelivered
-	}
-	ev, err := w.decode(msg)
-	if err == nil {
-		rep.ID = ev.ID
-		var plan cachekeys.Plan
-		plan, err = w.plan(ev)
-		rep.Rules = plan.Rules
-		if err == nil && plan.Empty() {
-			rep.Outcome = Unrouted
-			err = msg.Ack()
-		} else if err == nil {
-			rep.Result, err = w.apply(ctx, msg, plan)
+	work := make([]*delivery, 0, len(msgs))
+	for _, msg := range msgs {
+		d := w.prepare(msg)
+		if d.rep.Err != nil || d.plan.Empty() {
+			w.finish(ctx, d, start)
+			continue
 		}
+		work = append(work, d)
 	}
-	rep.Err = err
-	w.settle(ctx, msg, meta, &rep)
-	rep.Lag = since(ev.Time, meta)
-	w.record(rep)
-	w.logReport(rep, time.Since(start))
+	w.apply(ctx, work, start)
 }
 
-func since(t time.Time, meta *jetstream.MsgMetadata) time.Duration {
-	if t.IsZero() && meta != nil {
-		t = meta.Timestamp
+// prepare decodes the event and plans its keys; a failure is permanent.
+func (w *Worker) prepare(msg jetstream.Msg) *delivery {
+	d := &delivery{msg: msg, rep: Report{Subject: msg.Subject()}}
+	if meta, err := msg.Metadata(); err == nil {
+		d.meta, d.rep.Deliveries = meta, meta.NumDelivered
 	}
-	if t.IsZero() {
-		return 0
-	}
-	return max(time.Since(t), 0)
-}
-
-func (w *Worker) decode(msg jetstream.Msg) (events.Event, error) {
 	ev, err := events.Decode(msg.Subject(), msg.Headers().Get(events.HeaderMsgID), msg.Data())
 	if err != nil {
-		return ev, permanent{err}
+		d.rep.Err = permanent{err}
+		return d
 	}
-	return ev, nil
+	d.ev, d.rep.ID = ev, ev.ID
+	if d.plan, err = w.rules.Plan(ev.Subject, ev.Data); err != nil {
+		d.rep.Err = permanent{err}
+	}
+	d.rep.Rules = d.plan.Rules
+	if err == nil && d.plan.Empty() {
+		d.rep.Outcome = Unrouted
+	}
+	return d
 }
 
-func (w *Worker) plan(ev events.Event) (cachekeys.Plan, error) {
-	p, err := w.rules.Plan(ev.Subject, ev.Data)
-	if err != nil {
-		return p, permanent{err}
-	}
-	return p, nil
-}
-
-// apply runs the plan through the engine. While Redis is unreachable it
-// holds the event (telling the server it is still in progress) and tries
+// apply runs the deliveries' jobs through the engine and settles each as soon
+// as its keys are gone. While Redis is unreachable it holds the deliveries
+// that failed (telling the server they are still in progress) and tries them
 // again when Redis is back, so an outage burns no delivery attempts.
-func (w *Worker) apply(ctx context.Context, msg jetstream.Msg, plan cachekeys.Plan) (Result, error) {
-	job := Job{Exact: plan.Exact, Patterns: plan.Patterns}
-	stop := w.keepAlive(ctx, msg)
+func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
+	if len(work) == 0 {
+		return
+	}
+	stop := w.keepAlive(ctx, work)
 	defer stop()
-	var total Result
-	for try := 0; ; try++ {
+	for try := 0; len(work) > 0; try++ {
+		jobs := make([]Job, len(work))
+		for i, d := range work {
+			jobs[i] = Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
+		}
+		var (
+			mu    sync.Mutex
+			again []*delivery
+		)
 		actx, cancel := context.WithTimeout(ctx, w.cfg.EventTimeout)
-		res, err := w.engine.Invalidate(actx, job)
+		w.engine.Apply(actx, jobs, func(i int, res Result, err error) {
+			d := work[i]
+			d.rep.Result.add(res)
+			d.rep.Duration += res.Duration
+			if transient(err) && ctx.Err() == nil && try < maxTransientRetries {
+				mu.Lock()
+				again = append(again, d)
+				mu.Unlock()
+				return
+			}
+			d.rep.Err = err
+			w.finish(ctx, d, start)
+		})
 		cancel()
-		total.add(res)
-		total.Duration += res.Duration
-		if err == nil || !transient(err) || ctx.Err() != nil || try >= maxTransientRetries {
-			return total, err
+		if len(again) == 0 {
+			return
 		}
 		w.gate.Fail()
-		if werr := w.gate.Wait(ctx); werr != nil {
-			return total, err
+		if err := w.gate.Wait(ctx); err != nil {
+			for _, d := range again {
+				d.rep.Err = err
+				w.finish(ctx, d, start)
+			}
+			return
 		}
+		work = again
 	}
 }
 
-// keepAlive sends progress signals so the server does not redeliver an event
+// keepAlive sends progress signals so the server does not redeliver events
 // whose invalidation takes long or waits out an outage.
-func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func()) {
+func (w *Worker) keepAlive(ctx context.Context, work []*delivery) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -131,11 +152,34 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg) (stop func())
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, d := range work {
+					if !d.done.Load() {
+						_ = d.msg.InProgress()
+					}
+				}
 			}
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// finish settles a delivery, records and logs it.
+func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
+	d.done.Store(true)
+	w.settle(ctx, d.msg, d.meta, &d.rep)
+	d.rep.Lag = since(d.ev.Time, d.meta)
+	w.record(d.rep)
+	w.logReport(d.rep, time.Since(start))
+}
+
+func since(t time.Time, meta *jetstream.MsgMetadata) time.Duration {
+	if t.IsZero() && meta != nil {
+		t = meta.Timestamp
+	}
+	if t.IsZero() {
+		return 0
+	}
+	return max(time.Since(t), 0)
 }
 
 // settle acks, naks or dead-letters the message according to rep.Err and

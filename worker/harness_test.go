@@ -21,7 +21,7 @@ import (
 
 // harness holds the real servers of one test and the worker under test.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	redis *servers.Redis
 	rdb   *redis.Client
 	ns    *server.Server
@@ -30,7 +30,7 @@ type harness struct {
 	rules *cachekeys.Rules
 }
 
-func newHarness(t *testing.T, ropts ...testserver.RedisOption) *harness {
+func newHarness(t testing.TB, ropts ...testserver.RedisOption) *harness {
 	t.Helper()
 	r := testserver.Redis(t, ropts...)
 	ns := testserver.NATS(t)
@@ -67,7 +67,7 @@ type running struct {
 	err    error
 }
 
-func (r *running) stop(t *testing.T) error {
+func (r *running) stop(t testing.TB) error {
 	t.Helper()
 	r.once.Do(func() {
 		r.cancel()

@@ -210,34 +210,28 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 	}
 }
 
-// fetchLoop fetches as many events as there are free handlers, while Redis
-// is up, until ctx ends.
+// fetchLoop fetches events while Redis is up, until ctx ends. Each fetch
+// asks for BatchSize events per free handler; the events that arrive
+// together are handed to one handler as a group, so a burst of events shares
+// one Redis round trip while a lone event is handled as soon as it arrives.
 func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer, p *pool.Pool, slots chan struct{}) {
 	errWait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if w.gate.Wait(ctx) != nil {
 			return
 		}
-		n := acquire(ctx, slots)
-		if n == 0 {
+		held := acquire(ctx, slots)
+		if held == 0 {
 			return
 		}
 		fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchMaxWait)
-		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
-		got := 0
+		batch, err := cons.Fetch(min(held*w.cfg.BatchSize, w.cfg.MaxAckPending), jetstream.FetchContext(fctx))
 		if err == nil {
-			for msg := range batch.Messages() {
-				got++
-				w.stats.busy.Add(1)
-				p.Go(func() {
-					defer func() { <-slots; w.stats.busy.Add(-1) }()
-					w.handle(workCtx, msg)
-				})
-			}
+			held = w.dispatch(workCtx, batch.Messages(), held, p, slots)
 			err = batch.Error()
 		}
 		cancel()
-		for range n - got {
+		for range held {
 			<-slots
 		}
 		if err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
@@ -248,6 +242,49 @@ func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer
 		sleep(ctx, errWait)
 		errWait = min(errWait*2, 5*time.Second)
 	}
+}
+
+// dispatch hands the fetched messages to handlers in groups of what has
+// arrived, at most BatchSize each. It uses the slots it holds first, then
+// waits for more; it returns how many held slots it did not use.
+func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, held int, p *pool.Pool, slots chan struct{}) int {
+	for {
+		group := nextGroup(msgs, w.cfg.BatchSize)
+		if len(group) == 0 {
+			return held
+		}
+		if held > 0 {
+			held--
+		} else {
+			slots <- struct{}{} // messages in hand are processed even during shutdown
+		}
+		w.stats.busy.Add(int64(len(group)))
+		p.Go(func() {
+			defer func() { <-slots; w.stats.busy.Add(-int64(len(group))) }()
+			w.handleGroup(workCtx, group)
+		})
+	}
+}
+
+// nextGroup waits for one message, then takes those already arrived, up to n.
+func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
+	first, ok := <-msgs
+	if !ok {
+		return nil
+	}
+	group := []jetstream.Msg{first}
+	for len(group) < n {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return group
+			}
+			group = append(group, m)
+		default:
+			return group
+		}
+	}
+	return group
 }
 
 // acquire takes one slot (waiting for it) and then every free slot; it

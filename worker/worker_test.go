@@ -187,14 +187,19 @@ func newGatedEngine(inner worker.Engine) *gatedEngine {
 	return &gatedEngine{Engine: inner, started: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
-func (g *gatedEngine) Invalidate(ctx context.Context, job worker.Job) (worker.Result, error) {
-	g.started <- struct{}{}
+func (g *gatedEngine) Apply(ctx context.Context, jobs []worker.Job, done func(int, worker.Result, error)) {
+	for range jobs {
+		g.started <- struct{}{}
+	}
 	select {
 	case <-g.release:
 	case <-ctx.Done():
-		return worker.Result{}, ctx.Err()
+		for i := range jobs {
+			done(i, worker.Result{}, ctx.Err())
+		}
+		return
 	}
-	return g.Engine.Invalidate(ctx, job)
+	g.Engine.Apply(ctx, jobs, done)
 }
 
 func (g *gatedEngine) open() { g.once.Do(func() { close(g.release) }) }

@@ -107,14 +107,14 @@ func devRedis(ctx context.Context, e env, cfg *config.Run, dir string) (func(), 
 	}
 	host, port, herr := hostPort(cfg.RedisURL, 6379)
 	if herr != nil || !isLocal(host) {
-		return nil, fmt.Errorf("Redis at %s does not answer (%v) and is not local, so dev cannot start it", logging.RedactURL(cfg.RedisURL), err)
+		return nil, fmt.Errorf("redis at %s does not answer (%v) and is not local, so dev cannot start it", logging.RedactURL(cfg.RedisURL), err)
 	}
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
 	r, err := servers.StartRedis(ctx, servers.RedisOptions{Host: host, Port: port, Dir: dir, Password: cfg.Redis.Password})
 	if errors.Is(err, servers.ErrNoRedisServer) {
-		return nil, fmt.Errorf("Redis at %s does not answer and redis-server is not installed: install it (apt-get install -y redis-server) or point REDIS_URL at a running Redis", logging.RedactURL(cfg.RedisURL))
+		return nil, fmt.Errorf("redis at %s does not answer and redis-server is not installed: install it (apt-get install -y redis-server) or point REDIS_URL at a running Redis", logging.RedactURL(cfg.RedisURL))
 	}
 	if err != nil {
 		return nil, err

@@ -83,7 +83,7 @@ func New(w io.Writer, o Options) *slog.Logger {
 	r := newRedactor(o.Secrets)
 	var h slog.Handler
 	if o.Format == Pretty {
-		h = tint.NewHandler(w, &tint.Options{Level: o.Level, ReplaceAttr: r.attr, NoColor: !isTerminal(w)})
+		h = tint.NewTextHandler(w, &tint.Options{Level: o.Level, ReplaceAttr: r.attr, NoColor: !isTerminal(w)})
 	} else {
 		h = slog.NewJSONHandler(w, &slog.HandlerOptions{Level: o.Level, ReplaceAttr: r.attr})
 	}
