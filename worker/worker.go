@@ -33,7 +33,7 @@ type Worker struct {
 
 	stats struct {
 		applied, deadLettered, retried, unrouted, keysRemoved atomic.Int64
-		busy                                                  atomic.Int64
+		busy, busyHandlers                                    atomic.Int64
 		lastEvent                                             atomic.Int64 // unix nanos
 	}
 	consumer atomic.Pointer[jetstream.Consumer]
@@ -84,7 +84,11 @@ func (w *Worker) Config() Config { return w.cfg }
 
 // Stats are running totals since the worker started.
 type Stats struct {
-	Concurrency  int
+	// Concurrency is the number of handlers.
+	Concurrency int
+	// BusyHandlers is how many handlers are working now.
+	BusyHandlers int64
+	// Busy is the number of events being handled now.
 	Busy         int64
 	Applied      int64
 	DeadLettered int64
@@ -101,6 +105,7 @@ func (w *Worker) Stats() Stats {
 	s := Stats{
 		Concurrency:  w.cfg.Concurrency,
 		Busy:         w.stats.busy.Load(),
+		BusyHandlers: w.stats.busyHandlers.Load(),
 		Applied:      w.stats.applied.Load(),
 		DeadLettered: w.stats.deadLettered.Load(),
 		Retried:      w.stats.retried.Load(),
@@ -259,8 +264,9 @@ func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, he
 			slots <- struct{}{} // messages in hand are processed even during shutdown
 		}
 		w.stats.busy.Add(int64(len(group)))
+		w.stats.busyHandlers.Add(1)
 		p.Go(func() {
-			defer func() { <-slots; w.stats.busy.Add(-int64(len(group))) }()
+			defer func() { <-slots; w.stats.busy.Add(-int64(len(group))); w.stats.busyHandlers.Add(-1) }()
 			w.handleGroup(workCtx, group)
 		})
 	}

@@ -47,6 +47,7 @@ func newLogger(e env, cfg *config.Run) *slog.Logger {
 // worker waits for it), but logs the outcome of a first PING.
 func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) *redis.Client {
 	rdb := redis.NewClient(cfg.Redis)
+	rdb.AddHook(logging.RedisHook{Log: log})
 	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)),
 		slog.Int("max_connections", cfg.Redis.PoolSize), slog.Duration("socket_timeout", cfg.Redis.ReadTimeout),
 		slog.Duration("connect_timeout", cfg.Redis.DialTimeout))

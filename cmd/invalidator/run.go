@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/invalidator/invalidator/internal/metrics"
+	"github.com/invalidator/invalidator/internal/ops"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 	"log/slog"
 	"os/signal"
 	"syscall"
@@ -57,12 +61,34 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules) 
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	var w *worker.Worker
+	m := metrics.New(reg, metrics.Sources{
+		Stats:         func() worker.Stats { return w.Stats() },
+		NATSConnected: nc.IsConnected,
+		Consumer:      func() jetstream.Consumer { return w.Consumer() },
+	})
 	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log})
-	w, err := worker.New(cfg.Worker, worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log})
+	w, err = worker.New(cfg.Worker, worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m})
 	if err != nil {
 		return usageError{err}
 	}
-	if err := w.Run(ctx); err != nil {
+	var g errgroup.Group
+	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHTTP()
+	if cfg.HTTPAddr != "" {
+		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: cfg.OpsToken, Logger: log})
+		ln, err := srv.Listen()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return srv.Run(httpCtx, ln) })
+	}
+	g.Go(func() error {
+		defer stopHTTP() // the HTTP server stays up while events in flight finish
+		return w.Run(ctx)
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("🔌 closing NATS and Redis")

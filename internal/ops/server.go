@@ -1,0 +1,230 @@
+// Package ops is the HTTP server platform engineers watch the worker with:
+// health checks, the original app's system endpoints (detailed health,
+// Redis stats, Redis self-test) and Prometheus metrics.
+package ops
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/invalidator/invalidator/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+)
+
+// Limits of the server.
+const (
+	maxBodyBytes   = 64 << 10
+	maxHeaderBytes = 16 << 10
+	checkTimeout   = 2 * time.Second
+	// SelfTestPrefix is the key prefix of the Redis self-test; it touches no other key.
+	SelfTestPrefix = "invalidator:selftest:"
+	selfTestTTL    = 30 * time.Second
+)
+
+// Deps are what the endpoints report on.
+type Deps struct {
+	Redis    redis.UniversalClient
+	NATS     *nats.Conn
+	JS       jetstream.JetStream
+	Worker   *worker.Worker
+	Gatherer prometheus.Gatherer
+	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
+	Token  string
+	Logger *slog.Logger
+}
+
+// Server is the ops HTTP server.
+type Server struct {
+	d    Deps
+	http *http.Server
+}
+
+// New returns a server for addr (":8080", say).
+func New(addr string, d Deps) *Server {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{d: d}
+	s.http = &http.Server{
+		Addr:              addr,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handler routes the endpoints, with panic recovery and body limits.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/health", only(http.MethodGet, s.health))
+	mux.Handle("/health/ready", only(http.MethodGet, s.health))
+	mux.Handle("/health/live", only(http.MethodGet, s.live))
+	mux.Handle("/metrics", only(http.MethodGet, s.metrics().ServeHTTP))
+	mux.Handle("/api/v3/system/health/detailed", s.guard(only(http.MethodGet, s.detailed)))
+	mux.Handle("/api/v3/system/redis/stats", s.guard(only(http.MethodGet, s.redisStats)))
+	mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
+	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
+	mux.Handle("/", http.HandlerFunc(notFound))
+	return s.recover(limitBody(mux))
+}
+
+// Run serves until ctx ends, then shuts down gracefully (at most 5 s).
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(ln) }()
+	s.d.Logger.Info("✅ HTTP server listening", slog.String("addr", ln.Addr().String()))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// Listen opens the server's address.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.http.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on HTTP_ADDR %s: %w", s.http.Addr, err)
+	}
+	return ln, nil
+}
+
+func (s *Server) metrics() http.Handler {
+	g := s.d.Gatherer
+	if g == nil {
+		g = prometheus.DefaultGatherer
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.d.Logger.Handler(), slog.LevelWarn)})
+}
+
+// only allows one method (and HEAD with GET); others get 405 with a JSON error.
+func only(method string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+method)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// guard requires the bearer token when one is configured, compared in constant time.
+func (s *Server) guard(h http.Handler) http.Handler {
+	if s.d.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.d.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="invalidator"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBodyBytes {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBodyBytes))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// recover turns a panic into a 500 with a JSON error; the panic value is
+// logged through the redacting logger, never sent to the client.
+func (s *Server) recover(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.d.Logger.Error("❌ HTTP handler panicked", slog.String("path", r.URL.Path), slog.Any("panic", fmt.Sprint(v)))
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]any{"error": msg, "status": code})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// shortError is a one-line error for a response: no URLs, no credentials.
+func shortError(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected):
+		return "disconnected"
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		if op.Err != nil {
+			return op.Op + ": " + trimSyscall(op.Err.Error())
+		}
+		return op.Op + " failed"
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "://"); i >= 0 {
+		return "error"
+	}
+	if len(msg) > 120 {
+		msg = msg[:120]
+	}
+	return msg
+}
+
+func trimSyscall(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
+}
