@@ -11,4 +11,14 @@
 // holding a placeholder never holds a glob metacharacter. Event values are
 // checked when rendered: a value never carries the separator, whitespace or a
 // glob metacharacter, so a value can narrow a pattern but never widen it.
+//
+// A rule may also list warm targets ([WarmTarget]) and the file a schedule
+// ([Schedule]): URLs to GET after invalidation or periodically, rendered
+// into [WarmRequest] values for a warmer. Their URL templates
+// ([URLTemplate]) fix scheme, host and port at load time and percent-encode
+// every value, so an event can choose which resource is fetched but never
+// where it is fetched from. Credentials never appear in the file:
+// headers_from_env names the environment variables that hold them, and the
+// caller reads them. [SegmentPrefixes] and [PatternScope] let a warmer tell
+// which invalidations may have covered a key it is about to store.
 package cachekeys

@@ -26,6 +26,12 @@ type RuleError struct {
 	Rule int
 	// On is the subject filter of the rule, if known.
 	On string
+	// Warm is the 1-based index of the warm target within the rule, 0 if
+	// the problem is not in a warm target.
+	Warm int
+	// Schedule is the 1-based index of the schedule entry, 0 if the problem
+	// is not in the schedule.
+	Schedule int
 	// Template is the template source text, if the problem is in one.
 	Template string
 	// Reason says what is wrong.
@@ -34,14 +40,22 @@ type RuleError struct {
 
 // Error reads like
 // `rules.yaml: rule 2 (on "events.course.*"): template "cache:{id}*": reason`,
-// leaving out the parts that are not set.
+// `rules.yaml: rule 1 (on "events.course.*"): warm 2: reason` or
+// `rules.yaml: schedule 1: template "http://api/x#y": reason`, leaving out
+// the parts that are not set.
 func (e *RuleError) Error() string {
-	parts := make([]string, 0, 4)
+	parts := make([]string, 0, 6)
 	if e.File != "" {
 		parts = append(parts, e.File)
 	}
 	if e.Rule > 0 {
 		parts = append(parts, e.rulePart())
+	}
+	if e.Warm > 0 {
+		parts = append(parts, fmt.Sprintf("warm %d", e.Warm))
+	}
+	if e.Schedule > 0 {
+		parts = append(parts, fmt.Sprintf("schedule %d", e.Schedule))
 	}
 	if e.Template != "" {
 		parts = append(parts, "template "+strconv.Quote(e.Template))

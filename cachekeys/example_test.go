@@ -29,6 +29,77 @@ rules:
 	// rejected: field course_id: value holds glob metacharacter '*'
 }
 
+// Example_warm renders the warm targets of a rules file: after deleting a
+// course's keys, the warmer stores a fresh copy of its analytics and asks the
+// statistics endpoint to refill its own cache.
+func Example_warm() {
+	rules, err := cachekeys.Parse("rules.yaml", []byte(`
+rules:
+  - on: events.course.*
+    invalidate:
+      - cache:course_analytics:{course_id}
+      - cache:system_stats:*
+    warm:
+      - key: cache:course_analytics:{course_id}
+        from: http://api:8000/api/v3/analytics/courses/{course_id}
+        ttl: 60s
+        headers_from_env: {Authorization: WARM_API_AUTH}
+      - from: http://api:8000/api/v3/system/stats
+schedule:
+  - key: cache:system_stats:global
+    from: http://api:8000/api/v3/system/stats
+    every: 25s
+    ttl: 30s
+`))
+	if err != nil {
+		panic(err)
+	}
+	plan, err := rules.Plan("events.course.updated", map[string]any{"course_id": "c&42"})
+	if err != nil {
+		panic(err)
+	}
+	for _, w := range plan.Warm {
+		fmt.Printf("key=%q url=%s host=%s ttl=%s env=%v\n", w.Key, w.URL, w.Host, w.TTL, w.HeadersFromEnv)
+	}
+	for _, s := range rules.Schedules() {
+		req := s.Request()
+		fmt.Printf("every %s: key=%q url=%s ttl=%s\n", s.Every, req.Key, req.URL, req.TTL)
+	}
+	fmt.Println(rules.EnvNames())
+	// Output:
+	// key="cache:course_analytics:c&42" url=http://api:8000/api/v3/analytics/courses/c%2642 host=api:8000 ttl=1m0s env=map[Authorization:WARM_API_AUTH]
+	// key="" url=http://api:8000/api/v3/system/stats host=api:8000 ttl=0s env=map[]
+	// every 25s: key="cache:system_stats:global" url=http://api:8000/api/v3/system/stats ttl=30s
+	// [WARM_API_AUTH]
+}
+
+func ExampleURLTemplate_Render() {
+	u, err := cachekeys.ParseURLTemplate("http://api:8000/api/v3/analytics/courses/{course_id}?week={week}")
+	if err != nil {
+		panic(err)
+	}
+	url, err := u.Render(map[string]any{"course_id": "../admin", "week": "1+1"})
+	fmt.Println(url, u.Host(), err)
+	_, err = u.Render(map[string]any{"course_id": "..", "week": 1})
+	fmt.Println(err)
+	// Output:
+	// http://api:8000/api/v3/analytics/courses/..%2Fadmin?week=1%2B1 api:8000 <nil>
+	// rejected: field course_id: value ".." is a relative path segment
+}
+
+func ExampleSegmentPrefixes() {
+	key := "cache:course_analytics:42"
+	fmt.Println(cachekeys.SegmentPrefixes(key))
+	for _, p := range []string{"cache:course_analytics:42:*", "cache:sys*", "cache:course_analytics:*"} {
+		fmt.Println(p, "->", cachekeys.PatternScope(p))
+	}
+	// Output:
+	// [cache: cache:course_analytics:]
+	// cache:course_analytics:42:* -> cache:course_analytics:42:
+	// cache:sys* -> cache:
+	// cache:course_analytics:* -> cache:course_analytics:
+}
+
 func ExampleParse_error() {
 	_, err := cachekeys.Parse("rules.yaml", []byte(`
 rules:

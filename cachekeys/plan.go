@@ -22,6 +22,11 @@ type Plan struct {
 	// [InvalidateSubject] for an explicit request. Its values come from the
 	// rules file, so they are safe as metric labels.
 	Rules []string
+	// Warm lists the rendered warm targets of the matching rules, each
+	// (Key, URL) pair once, in order of first appearance (the first
+	// occurrence's headers and TTL win). It is empty for explicit
+	// ([InvalidateSubject]) plans.
+	Warm []WarmRequest
 }
 
 // Empty reports whether the plan deletes nothing.
@@ -31,9 +36,11 @@ func (p Plan) Empty() bool { return len(p.Exact) == 0 && len(p.Patterns) == 0 }
 //
 // For [InvalidateSubject] the data names keys and patterns directly (see
 // explicit mode below). For any other subject, every rule whose filter
-// matches contributes its rendered templates. A render error rejects the
-// whole event: the Plan is empty and the error wraps [ErrRejected]. No
-// matching rule gives an empty Plan and a nil error.
+// matches contributes its rendered templates, then its rendered warm
+// targets. A render error, of a key or of a warm target, rejects the whole
+// event: the Plan deletes nothing (its Rules still name the matching rules,
+// for metrics) and the error wraps [ErrRejected]. No matching
+// rule gives an empty Plan and a nil error.
 //
 // Explicit mode reads data {"keys": [...], "patterns": [...]}; at least one
 // must be non-empty. A key must be non-empty text of at most [MaxKeyLen]
@@ -52,7 +59,7 @@ func (r *Rules) Plan(subject string, data map[string]any) (Plan, error) {
 			continue
 		}
 		if err := b.addRule(rule, data); err != nil {
-			return Plan{}, err
+			return Plan{Rules: b.plan.Rules}, err // the rule that refused, for metrics
 		}
 	}
 	return b.plan, nil
@@ -72,7 +79,20 @@ func (b *planBuilder) addRule(rule Rule, data map[string]any) error {
 		}
 		b.add(key, t.IsPattern())
 	}
+	for _, w := range rule.Warm {
+		req, err := w.render(data)
+		if err != nil {
+			return err
+		}
+		b.addWarm(req)
+	}
 	return nil
+}
+
+func (b *planBuilder) addWarm(req WarmRequest) {
+	if !slices.ContainsFunc(b.plan.Warm, func(o WarmRequest) bool { return o.Key == req.Key && o.URL == req.URL }) {
+		b.plan.Warm = append(b.plan.Warm, req)
+	}
 }
 
 func (b *planBuilder) add(key string, pattern bool) {

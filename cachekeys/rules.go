@@ -17,8 +17,9 @@ import (
 // Rules is a parsed, checked rules file. It is immutable after [Parse] and
 // safe for concurrent use.
 type Rules struct {
-	rules []Rule
-	allow []string
+	rules     []Rule
+	allow     []string
+	schedules []Schedule
 }
 
 // Rule invalidates its templates when an event's subject matches On.
@@ -27,17 +28,22 @@ type Rule struct {
 	On string
 	// Invalidate lists the key templates to delete, at least one.
 	Invalidate []Template
+	// Warm lists the targets to warm once the keys are deleted, possibly
+	// none. Their placeholders are all used by Invalidate.
+	Warm []WarmTarget
 }
 
 // file is the YAML layout of a rules file.
 type file struct {
-	Rules    []ruleYAML    `yaml:"rules"`
-	Explicit *explicitYAML `yaml:"explicit"`
+	Rules    []ruleYAML     `yaml:"rules"`
+	Explicit *explicitYAML  `yaml:"explicit"`
+	Schedule []scheduleYAML `yaml:"schedule"`
 }
 
 type ruleYAML struct {
-	On         string   `yaml:"on"`
-	Invalidate []string `yaml:"invalidate"`
+	On         string     `yaml:"on"`
+	Invalidate []string   `yaml:"invalidate"`
+	Warm       []warmYAML `yaml:"warm"`
 }
 
 type explicitYAML struct {
@@ -56,11 +62,24 @@ func Load(path string) (*Rules, error) {
 
 // Parse decodes and checks a rules file; file names it in errors. Decoding
 // is strict: unknown fields are refused rather than ignored. A file needs at
-// least one rule or an explicit section; every rule needs a valid `on`
+// least one rule, an explicit section or a schedule entry; every rule needs a valid `on`
 // filter and at least one valid template (see [ParseTemplate]); every
 // explicit.allow entry is an exact key or a literal prefix holding the
-// separator followed by `*`. All errors are [*RuleError] values wrapping
-// [ErrInvalidRules]; the first problem found is reported.
+// separator followed by `*`.
+//
+// A rule may list warm targets, each with a `from` URL (see
+// [ParseURLTemplate]) whose placeholders, like those of its optional
+// exact `key`, must be used by the rule's invalidate templates. With a key
+// (store mode) a `ttl` is required, a Go duration above zero such as
+// "60s"; without one (trigger mode) a ttl is refused. `headers` holds
+// literal values and `headers_from_env` environment variable names; header
+// names are HTTP tokens, named once across both. A top-level `schedule`
+// lists global keys to refresh: `key`, `from` (both without
+// placeholders), `ttl` and `every` (at least [MinEvery]) are required, each
+// key at most once.
+//
+// All errors are [*RuleError] values wrapping [ErrInvalidRules]; the first
+// problem found is reported.
 func Parse(file string, data []byte) (*Rules, error) {
 	f, err := decode(data)
 	if err != nil {
@@ -111,7 +130,7 @@ func yamlError(err error) error {
 }
 
 func build(f file) (*Rules, error) {
-	if len(f.Rules) == 0 && f.Explicit == nil {
+	if len(f.Rules) == 0 && f.Explicit == nil && len(f.Schedule) == 0 {
 		return nil, &RuleError{Reason: "no rules"}
 	}
 	r := &Rules{rules: make([]Rule, 0, len(f.Rules))}
@@ -126,6 +145,9 @@ func build(f file) (*Rules, error) {
 		if err := r.setAllow(f.Explicit.Allow); err != nil {
 			return nil, err
 		}
+	}
+	if err := r.setSchedules(f.Schedule); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -151,7 +173,42 @@ func buildRule(n int, ry ruleYAML) (Rule, error) {
 		}
 		rule.Invalidate = append(rule.Invalidate, t)
 	}
+	fields := ruleFields(rule.Invalidate)
+	for i, wy := range ry.Warm {
+		w, err := buildWarm(wy, fields)
+		if err != nil {
+			return Rule{}, atWarm(err, n, ry.On, i+1)
+		}
+		rule.Warm = append(rule.Warm, w)
+	}
 	return rule, nil
+}
+
+// atWarm places a warm target's error in its rule.
+func atWarm(err error, rule int, on string, warm int) error {
+	var re *RuleError
+	if errors.As(err, &re) {
+		re.Rule, re.On, re.Warm = rule, on, warm
+	}
+	return err
+}
+
+func (r *Rules) setSchedules(entries []scheduleYAML) error {
+	for i, sy := range entries {
+		s, err := buildSchedule(sy)
+		if err == nil && slices.ContainsFunc(r.schedules, func(o Schedule) bool { return o.Key.String() == sy.Key }) {
+			err = &RuleError{Template: sy.Key, Reason: "key already scheduled by an earlier entry"}
+		}
+		if err != nil {
+			var re *RuleError
+			if errors.As(err, &re) {
+				re.Schedule = i + 1
+			}
+			return err
+		}
+		r.schedules = append(r.schedules, s)
+	}
+	return nil
 }
 
 func (r *Rules) setAllow(entries []string) error {
@@ -188,6 +245,9 @@ func (r *Rules) List() []Rule {
 	out := make([]Rule, len(r.rules))
 	for i, rule := range r.rules {
 		out[i] = Rule{On: rule.On, Invalidate: slices.Clone(rule.Invalidate)}
+		for _, w := range rule.Warm {
+			out[i].Warm = append(out[i].Warm, w.clone())
+		}
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/redis/go-redis/v9"
 	"github.com/sourcegraph/conc/pool"
 	"golang.org/x/sync/errgroup"
@@ -85,6 +86,11 @@ type EngineConfig struct {
 	SweepConcurrency int
 	// Logger gets a debug line per SCAN page. Defaults to a discarding logger.
 	Logger *slog.Logger
+	// Generations makes every job first advance the generation of each of
+	// its exact keys and of each pattern's scope, in the same round trip and
+	// before anything is removed: the Warmer's guard against writing a value
+	// fetched before the invalidation. Defaults to false (no warming).
+	Generations bool
 }
 
 func (c EngineConfig) withDefaults() EngineConfig {
@@ -149,16 +155,43 @@ func (e *RedisEngine) Apply(ctx context.Context, jobs []Job, done func(int, Resu
 	p.Wait()
 }
 
+// bump queues INCR and PEXPIRE of the generation keys of job's exact keys
+// and pattern scopes.
+func bump(ctx context.Context, pipe redis.Pipeliner, job Job) []*redis.IntCmd {
+	seen := map[string]bool{}
+	var cmds []*redis.IntCmd
+	add := func(k string) {
+		if k = DefaultGenerationKeyPrefix + k; !seen[k] {
+			seen[k] = true
+			cmds = append(cmds, pipe.Incr(ctx, k))
+			pipe.PExpire(ctx, k, DefaultGenerationTTL)
+		}
+	}
+	for _, k := range job.Exact {
+		add(k)
+	}
+	for _, p := range job.Patterns {
+		add(cachekeys.PatternScope(p))
+	}
+	return cmds
+}
+
 // exactMany removes the exact keys of every job in one round trip and
 // returns the count and error of each job.
 func (e *RedisEngine) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
-	if len(jobs) == 1 {
+	if len(jobs) == 1 && !e.cfg.Generations {
 		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact, false, nil)
 		return removed, errs
 	}
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]*redis.IntCmd, len(jobs))
+	bumps := make([][]*redis.IntCmd, len(jobs))
+	if e.cfg.Generations {
+		for i, job := range jobs {
+			bumps[i] = bump(ctx, pipe, job)
+		}
+	}
 	for i, job := range jobs {
 		for c := range slices.Chunk(job.Exact, unlinkChunk) {
 			cmds[i] = append(cmds[i], pipe.Unlink(ctx, c...))
@@ -168,7 +201,18 @@ func (e *RedisEngine) exactMany(ctx context.Context, jobs []Job) ([]int64, []err
 		return removed, errs
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, bs := range bumps {
+		for _, b := range bs {
+			if err := b.Err(); err != nil {
+				errs[i] = fmt.Errorf("advance generation: %w", err)
+				break
+			}
+		}
+	}
 	for i, cs := range cmds {
+		if errs[i] != nil {
+			continue
+		}
 		for _, c := range cs {
 			if err := c.Err(); err != nil {
 				errs[i] = fmt.Errorf("unlink %d keys: %w", len(jobs[i].Exact), err)

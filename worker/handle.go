@@ -168,6 +168,9 @@ func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
 	d.done.Store(true)
 	w.settle(ctx, d.msg, d.meta, &d.rep)
 	d.rep.Lag = since(d.ev.Time, d.meta)
+	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.Warm) > 0 {
+		w.warmer.Enqueue(d.plan.Warm) // never blocks the handler
+	}
 	w.record(d.rep)
 	w.logReport(d.rep, time.Since(start))
 }
@@ -187,10 +190,10 @@ func since(t time.Time, meta *jetstream.MsgMetadata) time.Duration {
 func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, rep *Report) {
 	err := rep.Err
 	switch {
-	case err == nil && rep.Outcome == Unrouted:
-		return
 	case err == nil:
-		rep.Outcome = Applied
+		if rep.Outcome != Unrouted {
+			rep.Outcome = Applied
+		}
 		if aerr := msg.Ack(); aerr != nil {
 			w.log.Warn("⚠️ ack failed, the event will be redelivered", slog.String("subject", rep.Subject), slog.Any("error", aerr))
 		}

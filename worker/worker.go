@@ -30,6 +30,8 @@ type Worker struct {
 	log    *slog.Logger
 	obs    Observer
 	gate   *gate
+	warmer *Warmer
+	sched  *Scheduler
 
 	stats struct {
 		applied, deadLettered, retried, unrouted, keysRemoved atomic.Int64
@@ -54,6 +56,12 @@ type Deps struct {
 	Logger *slog.Logger
 	// Observer is told of every outcome. Optional.
 	Observer Observer
+	// Warmer, when set, gets the warm requests of every applied event, and
+	// runs while the worker runs (it stops when Run's context ends). Its
+	// engine must advance generations (EngineConfig.Generations). Optional.
+	Warmer *Warmer
+	// Scheduler, when set, runs while the worker runs. Optional.
+	Scheduler *Scheduler
 }
 
 // New validates cfg (after WithDefaults) and returns a Worker.
@@ -74,7 +82,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Observer == nil {
 		d.Observer = nopObserver{}
 	}
-	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: d.Logger, obs: d.Observer}
+	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: d.Logger, obs: d.Observer,
+		warmer: d.Warmer, sched: d.Scheduler}
 	w.gate = newGate(d.Redis, d.Logger, d.Observer, cfg.HealthInterval)
 	return w, nil
 }
@@ -184,6 +193,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	gateCtx, stopGate := context.WithCancel(workCtx)
 	bg.Go(func() { w.gate.run(gateCtx) })
 	defer func() { stopGate(); bg.Wait() }()
+	if w.warmer != nil {
+		bg.Go(func() { w.warmer.Run(ctx) })
+	}
+	if w.sched != nil {
+		bg.Go(func() { w.sched.Run(ctx) })
+	}
 
 	w.log.Info("✅ worker started", slog.String("stream", w.cfg.Stream), slog.String("consumer", w.cfg.Consumer),
 		slog.Int("concurrency", w.cfg.Concurrency))

@@ -35,7 +35,9 @@ func TestEndToEndRemovesOnlyTheEventsKeys(t *testing.T) {
 
 	r := h.start(testConfig(), worker.Deps{})
 	h.publish("events.course.updated", course(42))
+	h.publish("events.unknown.thing", course(42)) // no rule: acked, nothing removed
 	h.eventually("event applied", 20*time.Second, func() bool { return r.w.Stats().Applied == 1 })
+	h.eventually("unrouted event settled", 20*time.Second, func() bool { return r.w.Stats().Unrouted == 1 })
 
 	for _, gone := range []string{"cache:course_analytics:42", "cache:course_analytics:42:page:0",
 		"cache:course_analytics:42:page:499", "cache:system_stats:global"} {

@@ -4,11 +4,13 @@
 package ops
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -150,6 +152,9 @@ func (s *Server) guard(h http.Handler) http.Handler {
 	})
 }
 
+// limitBody refuses bodies over maxBodyBytes with 413. A body of unknown
+// length (chunked) is read up front, since no handler reads its body and the
+// limit would otherwise never be hit.
 func limitBody(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxBodyBytes {
@@ -157,6 +162,19 @@ func limitBody(h http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if r.ContentLength < 0 {
+			b, err := io.ReadAll(r.Body)
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBodyBytes))
+				return
+			case err != nil:
+				writeError(w, http.StatusBadRequest, "could not read the request body")
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		}
 		h.ServeHTTP(w, r)
 	})
 }

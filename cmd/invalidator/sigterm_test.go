@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+// The binary under test, built once per test run by binary.
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+// binary builds the invalidator command once and returns its path.
+func binary(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH, so the invalidator binary cannot be built for process tests")
+	}
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "invalidator-bin-"); buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "invalidator")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// removeBinary deletes what binary built; TestMain calls it.
+func removeBinary() {
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is a running invalidator process.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *syncBuffer
+	exited         chan struct{}
+}
+
+// start runs the binary with exactly the given environment (nothing is
+// inherited); the process is killed at cleanup if it is still running.
+func start(t *testing.T, environ []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary(t), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd.Env = environ
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", args, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("%v stdout:\n%s\nstderr:\n%s", args, p.stdout, p.stderr)
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("process did not exit within %s", within)
+		return -1
+	}
+}
+
+func (p *proc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// waitLog waits until stderr holds want, failing early if the process exits.
+func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
+	t.Helper()
+	eventually(t, "log line "+strconv.Quote(want), within, func() bool {
+		select {
+		case <-p.exited:
+			t.Fatalf("process exited with %d before logging %q", p.cmd.ProcessState.ExitCode(), want)
+		default:
+		}
+		return strings.Contains(p.stderr.String(), want)
+	})
+}
+
+// eventually polls cond every 20ms until it holds or the deadline passes.
+func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// jsonRecords decodes the JSON log lines of out, skipping other lines.
+func jsonRecords(out string) (recs []map[string]any, other []string) {
+	for _, l := range lines(out) {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) != nil {
+			other = append(other, l)
+			continue
+		}
+		recs = append(recs, m)
+	}
+	return recs, other
+}
+
+func absRules(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// loadKeys writes n keys prefix<i> with pipelined MSETs.
+func loadKeys(t *testing.T, rdb *redis.Client, prefix string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	const perCommand, perPipeline = 1000, 50
+	pipe := rdb.Pipeline()
+	pairs := make([]any, 0, 2*perCommand)
+	for i := range n {
+		pairs = append(pairs, prefix+strconv.Itoa(i), "v")
+		if len(pairs) == cap(pairs) || i == n-1 {
+			pipe.MSet(ctx, pairs...)
+			pairs = make([]any, 0, 2*perCommand)
+		}
+		if pipe.Len() == perPipeline || i == n-1 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatalf("load %s keys: %v", prefix, err)
+			}
+		}
+	}
+}
+
+// countKeys counts the keys matching pattern with SCAN.
+func countKeys(t *testing.T, rdb *redis.Client, pattern string) int {
+	t.Helper()
+	n := 0
+	iter := rdb.Scan(context.Background(), 0, pattern, 10000).Iterator()
+	for iter.Next(context.Background()) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// SIGTERM while a 300,000-key sweep is in flight: the worker finishes it,
+// acks every event and exits 0, leaving nothing to redeliver.
+func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
+	t.Parallel()
+	binary(t) // build before the servers start, so their clocks do not include it
+	r := testserver.Redis(t)
+	rdb := testserver.RedisClient(t, r)
+	ns := testserver.NATS(t)
+	_, js := testserver.JetStream(t, ns)
+	ctx := context.Background()
+
+	const swept = 300_000
+	loadKeys(t, rdb, "cache:course_analytics:7:", swept)
+	loadKeys(t, rdb, "other:", 10)
+	users := []string{"1", "2", "3"}
+	for _, u := range users {
+		if err := rdb.MSet(ctx, "user:"+u, "v", "user:"+u+":profile", "v").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p := start(t, []string{
+		"REDIS_URL=" + r.URL(),
+		"NATS_URL=" + ns.ClientURL(),
+		"INVALIDATOR_RULES=" + absRules(t),
+		"HTTP_ADDR=",
+		"LOG_FORMAT=json",
+		"SHUTDOWN_TIMEOUT=30s",
+	}, "run")
+	p.waitLog(t, "worker started", 30*time.Second)
+
+	pub, err := events.NewPublisher(js, events.WithSource("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i, subject := range []string{"events.course.updated", "events.user.updated", "events.user.updated", "events.user.updated"} {
+		data := map[string]any{"course_id": "7"}
+		if i > 0 {
+			data = map[string]any{"user_id": users[i-1]}
+		}
+		if last, err = pub.Publish(ctx, subject, data); err != nil {
+			t.Fatalf("publish %s: %v", subject, err)
+		}
+	}
+
+	// Stop once every event has been delivered, so the sweep is in flight
+	// (or already done) rather than still waiting in the stream.
+	cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every event delivered", 30*time.Second, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Stream >= last
+	})
+	p.signal(t, syscall.SIGTERM)
+
+	if code := p.wait(t, 60*time.Second); code != exitOK {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+
+	if n := countKeys(t, rdb, "cache:course_analytics:7:*"); n != 0 {
+		t.Errorf("%d of %d cache:course_analytics:7:* keys left", n, swept)
+	}
+	if n := countKeys(t, rdb, "user:*"); n != 0 {
+		t.Errorf("%d user:* keys left", n)
+	}
+	if n := countKeys(t, rdb, "other:*"); n != 10 {
+		t.Errorf("%d other:* keys left, want 10", n)
+	}
+
+	// The acks were flushed before exit; the server applies them at once,
+	// but poll briefly rather than race its bookkeeping.
+	var info *jetstream.ConsumerInfo
+	eventually(t, "every event acked", 5*time.Second, func() bool {
+		info, err = cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == last
+	})
+
+	recs, other := jsonRecords(p.stderr.String())
+	if len(other) > 0 {
+		t.Errorf("LOG_FORMAT=json, but stderr has other lines: %q", other)
+	}
+	var stopped bool
+	for _, rec := range recs {
+		switch rec["msg"] {
+		case "worker stopped":
+			stopped = true
+		case "stopping: fetching stopped, finishing events in flight":
+			t.Logf("events in flight at SIGTERM: %v", rec["in_flight"])
+		}
+		if rec["level"] == "ERROR" {
+			t.Errorf("error logged: %v", rec)
+		}
+	}
+	if !stopped {
+		t.Error(`log has no "worker stopped"`)
+	}
+}
+
+// A bad setting stops the binary at once with exit code 2 and one line.
+func TestBinaryRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	broken := brokenRules(t)
+	tests := []struct {
+		name  string
+		given []string // environment
+		args  []string
+		want  string // what the one stderr line names
+	}{
+		{"run, negative pool size", []string{"REDIS_MAX_CONNECTIONS=-1"}, []string{"run"}, "REDIS_MAX_CONNECTIONS"},
+		{"run, bad flag value", nil, []string{"run", "--redis-max-connections=-1"}, "-redis-max-connections"},
+		{"run, broken rules", []string{"INVALIDATOR_RULES=" + broken}, []string{"run"}, broken},
+		{"dev, bad log level", []string{"LOG_LEVEL=loud"}, []string{"dev"}, "LOG_LEVEL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := start(t, append([]string{"HTTP_ADDR="}, tt.given...), tt.args...)
+			if code := p.wait(t, 30*time.Second); code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			stderr := p.stderr.String()
+			if n := strings.Count(stderr, "\n"); n != 1 || !strings.HasSuffix(stderr, "\n") {
+				t.Errorf("stderr is not exactly one line: %q", stderr)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q does not name %s", stderr, tt.want)
+			}
+			if out := p.stdout.String(); out != "" {
+				t.Errorf("stdout not empty: %q", out)
+			}
+		})
+	}
+}
+
+// dev starts NATS and redis-server where none answer, invalidates through
+// them, and stops both when interrupted.
+func TestDevStartsAndStopsItsServers(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("tests need a real Redis: %v", servers.ErrNoRedisServer)
+	}
+	redisPort, natsPort := freePort(t), freePort(t)
+	redisAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redisPort))
+	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(natsPort))
+	natsURL := "nats://" + natsAddr
+	p := start(t, []string{
+		"PATH=" + os.Getenv("PATH"), // dev looks up redis-server
+		"REDIS_URL=redis://" + redisAddr + "/0",
+		"NATS_URL=" + natsURL,
+		"INVALIDATOR_RULES=" + absRules(t),
+		"HTTP_ADDR=",
+		"LOG_FORMAT=json",
+		"SHUTDOWN_TIMEOUT=30s",
+	}, "dev")
+	p.waitLog(t, "invalidator dev is ready", 30*time.Second)
+	p.waitLog(t, "worker started", 30*time.Second) // the stream exists from here on
+	for _, want := range []string{"started embedded NATS", "started redis-server on " + redisAddr} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("stderr does not say %q", want)
+		}
+	}
+
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "cache:course_analytics:42", "cached", 0).Err(); err != nil {
+		t.Fatalf("SET on dev's Redis: %v", err)
+	}
+
+	pub := start(t, []string{"NATS_URL=" + natsURL}, "publish", "events.course.updated", `{"course_id":"42"}`)
+	if code := pub.wait(t, 30*time.Second); code != exitOK || pub.stdout.String() != "1\n" {
+		t.Fatalf("publish: exit code %d, stdout %q, stderr %q; want 0 and sequence 1", code, pub.stdout, pub.stderr)
+	}
+	eventually(t, "cache:course_analytics:42 removed", 30*time.Second, func() bool {
+		n, err := rdb.Exists(ctx, "cache:course_analytics:42").Result()
+		return err == nil && n == 0
+	})
+
+	p.signal(t, os.Interrupt)
+	if code := p.wait(t, 60*time.Second); code != exitOK {
+		t.Fatalf("dev exit code %d, want 0", code)
+	}
+	for _, addr := range []string{redisAddr, natsAddr} {
+		eventually(t, addr+" no longer answers", 10*time.Second, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+	}
+	if m := regexp.MustCompile(`\(data in ([^)]+)\)`).FindStringSubmatch(p.stderr.String()); m == nil {
+		t.Error("dev did not say where its data is")
+	} else if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dev's data dir %s is still there (stat: %v)", m[1], err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	port, err := servers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}

@@ -1,0 +1,411 @@
+package config_test
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/internal/config"
+	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/invalidator/invalidator/worker"
+)
+
+// given is what a command line and an environment say.
+type given struct {
+	env  map[string]string
+	args []string
+}
+
+// load resolves g the way `invalidator run` does: flags on a fresh flag set,
+// the environment through a fake getenv.
+func load(t *testing.T, g given) (*config.Run, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	build := config.Flags(fs, func(k string) string { return g.env[k] })
+	if err := fs.Parse(g.args); err != nil {
+		t.Fatalf("parse %q: %v", g.args, err)
+	}
+	return build()
+}
+
+func env(kv ...string) map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+// redisConn is the part of the Redis options a URL decides.
+type redisConn struct {
+	Addr, Username, Password string
+	DB                       int
+	TLS                      bool
+}
+
+func redisConnOf(c *config.Run) any {
+	return redisConn{Addr: c.Redis.Addr, Username: c.Redis.Username, Password: c.Redis.Password, DB: c.Redis.DB, TLS: c.Redis.TLSConfig != nil}
+}
+
+func TestFlagsDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, given{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"RedisURL", c.RedisURL, config.DefaultRedisURL},
+		{"Redis connection", redisConnOf(c), redisConn{Addr: "localhost:6379"}},
+		{"Redis.PoolSize", c.Redis.PoolSize, config.DefaultMaxConnections},
+		{"Redis.ReadTimeout", c.Redis.ReadTimeout, config.DefaultSocketTimeout},
+		{"Redis.WriteTimeout", c.Redis.WriteTimeout, config.DefaultSocketTimeout},
+		{"Redis.DialTimeout", c.Redis.DialTimeout, config.DefaultSocketTimeout},
+		{"Redis.MaxRetries", c.Redis.MaxRetries, 3},
+		{"Redis.ClientName", c.Redis.ClientName, "invalidator"},
+		{"NATSURL", c.NATSURL, config.DefaultNATSURL},
+		{"NATSCreds", c.NATSCreds, ""},
+		{"RulesPath", c.RulesPath, config.DefaultRules},
+		{"Worker.Stream", c.Worker.Stream, worker.DefaultStream},
+		{"Worker.Consumer", c.Worker.Consumer, worker.DefaultConsumer},
+		{"Worker.DeadLetterStream", c.Worker.DeadLetterStream, worker.DefaultDeadLetterStream},
+		{"Worker.Concurrency", c.Worker.Concurrency, worker.DefaultConcurrency},
+		{"Worker.MaxDeliver", c.Worker.MaxDeliver, worker.DefaultMaxDeliver},
+		{"Worker.AckWait", c.Worker.AckWait, worker.DefaultAckWait},
+		{"Worker.ShutdownTimeout", c.Worker.ShutdownTimeout, worker.DefaultShutdownTimeout},
+		{"ScanCount", c.ScanCount, worker.DefaultScanCount},
+		{"HTTPAddr", c.HTTPAddr, config.DefaultHTTPAddr},
+		{"OpsToken", c.OpsToken, ""},
+		{"LogLevel", c.LogLevel, slog.LevelInfo},
+		{"LogFormat", c.LogFormat, logging.Format("")},
+		{"Secrets", c.Secrets(), []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !equal(tt.got, tt.want) {
+				t.Errorf("got %#v, want %#v", tt.got, tt.want)
+			}
+		})
+	}
+}
+
+// equal compares values, treating nil and empty string slices alike.
+func equal(a, b any) bool {
+	as, aok := a.([]string)
+	bs, bok := b.([]string)
+	if aok && bok {
+		return slices.Equal(as, bs)
+	}
+	return a == b
+}
+
+func TestFlagsApplyEachSetting(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		given given
+		got   func(*config.Run) any
+		want  any
+	}{
+		{
+			name:  "REDIS_URL with password and db",
+			given: given{env: env("REDIS_URL", "redis://:pw@127.0.0.1:6380/2")},
+			got:   redisConnOf,
+			want:  redisConn{Addr: "127.0.0.1:6380", Password: "pw", DB: 2},
+		},
+		{
+			name:  "REDIS_URL with user and password",
+			given: given{env: env("REDIS_URL", "redis://app:pw@cache:6379/0")},
+			got:   redisConnOf,
+			want:  redisConn{Addr: "cache:6379", Username: "app", Password: "pw"},
+		},
+		{
+			name:  "REDIS_URL rediss turns on TLS",
+			given: given{env: env("REDIS_URL", "rediss://:pw@cache.example:6380/0")},
+			got:   redisConnOf,
+			want:  redisConn{Addr: "cache.example:6380", Password: "pw", TLS: true},
+		},
+		{
+			name:  "REDIS_URL is kept as given",
+			given: given{env: env("REDIS_URL", "redis://127.0.0.1:6380/2")},
+			got:   func(c *config.Run) any { return c.RedisURL },
+			want:  "redis://127.0.0.1:6380/2",
+		},
+		{
+			name:  "REDIS_MAX_CONNECTIONS sets the pool size",
+			given: given{env: env("REDIS_MAX_CONNECTIONS", "7")},
+			got:   func(c *config.Run) any { return c.Redis.PoolSize },
+			want:  7,
+		},
+		{
+			name:  "REDIS_SOCKET_TIMEOUT sets read and write timeouts",
+			given: given{env: env("REDIS_SOCKET_TIMEOUT", "250ms")},
+			got:   func(c *config.Run) any { return [2]time.Duration{c.Redis.ReadTimeout, c.Redis.WriteTimeout} },
+			want:  [2]time.Duration{250 * time.Millisecond, 250 * time.Millisecond},
+		},
+		{
+			name:  "REDIS_SOCKET_TIMEOUT bare number is seconds",
+			given: given{env: env("REDIS_SOCKET_TIMEOUT", "2.5")},
+			got:   func(c *config.Run) any { return c.Redis.ReadTimeout },
+			want:  2500 * time.Millisecond,
+		},
+		{
+			name:  "REDIS_SOCKET_CONNECT_TIMEOUT sets the dial timeout",
+			given: given{env: env("REDIS_SOCKET_CONNECT_TIMEOUT", "3")},
+			got:   func(c *config.Run) any { return c.Redis.DialTimeout },
+			want:  3 * time.Second,
+		},
+		{
+			name:  "REDIS_RETRY_ON_TIMEOUT false turns retries off",
+			given: given{env: env("REDIS_RETRY_ON_TIMEOUT", "false")},
+			got:   func(c *config.Run) any { return c.Redis.MaxRetries },
+			want:  -1,
+		},
+		{
+			name:  "REDIS_RETRY_ON_TIMEOUT true retries three times",
+			given: given{env: env("REDIS_RETRY_ON_TIMEOUT", "true")},
+			got:   func(c *config.Run) any { return c.Redis.MaxRetries },
+			want:  3,
+		},
+		{
+			name:  "NATS_URL",
+			given: given{env: env("NATS_URL", "nats://10.0.0.1:4222,nats://10.0.0.2:4222")},
+			got:   func(c *config.Run) any { return c.NATSURL },
+			want:  "nats://10.0.0.1:4222,nats://10.0.0.2:4222",
+		},
+		{
+			name:  "NATS_STREAM, NATS_CONSUMER, NATS_DLQ_STREAM",
+			given: given{env: env("NATS_STREAM", "S", "NATS_CONSUMER", "C", "NATS_DLQ_STREAM", "D")},
+			got: func(c *config.Run) any {
+				return [3]string{c.Worker.Stream, c.Worker.Consumer, c.Worker.DeadLetterStream}
+			},
+			want: [3]string{"S", "C", "D"},
+		},
+		{
+			name:  "WORKER_CONCURRENCY",
+			given: given{env: env("WORKER_CONCURRENCY", "4")},
+			got:   func(c *config.Run) any { return c.Worker.Concurrency },
+			want:  4,
+		},
+		{
+			name:  "SCAN_COUNT",
+			given: given{env: env("SCAN_COUNT", "5000")},
+			got:   func(c *config.Run) any { return c.ScanCount },
+			want:  5000,
+		},
+		{
+			name:  "SHUTDOWN_TIMEOUT",
+			given: given{env: env("SHUTDOWN_TIMEOUT", "45s")},
+			got:   func(c *config.Run) any { return c.Worker.ShutdownTimeout },
+			want:  45 * time.Second,
+		},
+		{
+			name:  "SHUTDOWN_TIMEOUT bare number is seconds",
+			given: given{env: env("SHUTDOWN_TIMEOUT", "2.5")},
+			got:   func(c *config.Run) any { return c.Worker.ShutdownTimeout },
+			want:  2500 * time.Millisecond,
+		},
+		{
+			name:  "INVALIDATOR_RULES",
+			given: given{env: env("INVALIDATOR_RULES", "/etc/invalidator/rules.yaml")},
+			got:   func(c *config.Run) any { return c.RulesPath },
+			want:  "/etc/invalidator/rules.yaml",
+		},
+		{
+			name:  "LOG_LEVEL",
+			given: given{env: env("LOG_LEVEL", "debug")},
+			got:   func(c *config.Run) any { return c.LogLevel },
+			want:  slog.LevelDebug,
+		},
+		{
+			name:  "LOG_FORMAT",
+			given: given{env: env("LOG_FORMAT", "json")},
+			got:   func(c *config.Run) any { return c.LogFormat },
+			want:  logging.JSON,
+		},
+		{
+			name:  "a flag wins over the variable",
+			given: given{env: env("REDIS_MAX_CONNECTIONS", "7"), args: []string{"-redis-max-connections=9"}},
+			got:   func(c *config.Run) any { return c.Redis.PoolSize },
+			want:  9,
+		},
+		{
+			name:  "a flag wins over the variable for URLs",
+			given: given{env: env("NATS_URL", "nats://env:4222"), args: []string{"-nats-url", "nats://flag:4222"}},
+			got:   func(c *config.Run) any { return c.NATSURL },
+			want:  "nats://flag:4222",
+		},
+		{
+			name:  "a flag set to the default still wins",
+			given: given{env: env("LOG_LEVEL", "debug"), args: []string{"-log-level=info"}},
+			got:   func(c *config.Run) any { return c.LogLevel },
+			want:  slog.LevelInfo,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := load(t, tt.given)
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if got := tt.got(c); got != tt.want {
+				t.Errorf("got %#v, want %#v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlagsRejectBadValues(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		given given
+		want  string // the variable or flag the error must name
+	}{
+		{"REDIS_MAX_CONNECTIONS not a number", given{env: env("REDIS_MAX_CONNECTIONS", "abc")}, "REDIS_MAX_CONNECTIONS"},
+		{"REDIS_MAX_CONNECTIONS zero", given{env: env("REDIS_MAX_CONNECTIONS", "0")}, "REDIS_MAX_CONNECTIONS"},
+		{"REDIS_MAX_CONNECTIONS negative", given{env: env("REDIS_MAX_CONNECTIONS", "-1")}, "REDIS_MAX_CONNECTIONS"},
+		{"REDIS_SOCKET_TIMEOUT not a duration", given{env: env("REDIS_SOCKET_TIMEOUT", "fast")}, "REDIS_SOCKET_TIMEOUT"},
+		{"REDIS_SOCKET_TIMEOUT zero", given{env: env("REDIS_SOCKET_TIMEOUT", "0")}, "REDIS_SOCKET_TIMEOUT"},
+		{"REDIS_SOCKET_CONNECT_TIMEOUT negative", given{env: env("REDIS_SOCKET_CONNECT_TIMEOUT", "-2s")}, "REDIS_SOCKET_CONNECT_TIMEOUT"},
+		{"REDIS_RETRY_ON_TIMEOUT not a bool", given{env: env("REDIS_RETRY_ON_TIMEOUT", "maybe")}, "REDIS_RETRY_ON_TIMEOUT"},
+		{"REDIS_URL wrong scheme", given{env: env("REDIS_URL", "http://x")}, "REDIS_URL"},
+		{"NATS_URL without scheme", given{env: env("NATS_URL", "foo")}, "NATS_URL"},
+		{"NATS_URL second entry bad", given{env: env("NATS_URL", "nats://a:4222,http://b")}, "NATS_URL"},
+		{"NATS_STREAM with a dot", given{env: env("NATS_STREAM", "a.b")}, "NATS_STREAM"},
+		{"NATS_CONSUMER with a wildcard", given{env: env("NATS_CONSUMER", "c*")}, "NATS_CONSUMER"},
+		{"WORKER_CONCURRENCY zero", given{env: env("WORKER_CONCURRENCY", "0")}, "WORKER_CONCURRENCY"},
+		{"MAX_DELIVER not a number", given{env: env("MAX_DELIVER", "x")}, "MAX_DELIVER"},
+		{"ACK_WAIT below a second", given{env: env("ACK_WAIT", "10ms")}, "ACK_WAIT"},
+		{"SCAN_COUNT zero", given{env: env("SCAN_COUNT", "0")}, "SCAN_COUNT"},
+		{"SHUTDOWN_TIMEOUT negative", given{env: env("SHUTDOWN_TIMEOUT", "-1s")}, "SHUTDOWN_TIMEOUT"},
+		{"SHUTDOWN_TIMEOUT not a duration", given{env: env("SHUTDOWN_TIMEOUT", "soon")}, "SHUTDOWN_TIMEOUT"},
+		{"LOG_LEVEL unknown", given{env: env("LOG_LEVEL", "loud")}, "LOG_LEVEL"},
+		{"LOG_FORMAT unknown", given{env: env("LOG_FORMAT", "xml")}, "LOG_FORMAT"},
+		{"flag is named when the flag was given", given{env: env("REDIS_MAX_CONNECTIONS", "5"), args: []string{"-redis-max-connections=abc"}}, "-redis-max-connections"},
+		{"flag is named for URLs", given{args: []string{"-nats-url=foo"}}, "-nats-url"},
+		{"flag is named for names", given{args: []string{"-nats-stream=a.b"}}, "-nats-stream"},
+		{"an empty rules flag", given{args: []string{"-rules="}}, "-rules"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := load(t, tt.given)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Errorf("error %q does not wrap config.ErrInvalid", msg)
+			}
+			if strings.ContainsAny(msg, "\r\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not name %s", msg, tt.want)
+			}
+			if strings.HasPrefix(tt.want, "-") {
+				if env := strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(tt.want, "-"), "-", "_")); strings.Contains(msg, env+":") {
+					t.Errorf("error %q names the variable, but the flag was given", msg)
+				}
+			}
+		})
+	}
+}
+
+func TestFlagsKeepPasswordsOutOfErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		given given
+		want  string // the name the error must still hold
+	}{
+		{"REDIS_URL bad port", given{env: env("REDIS_URL", "redis://:s3cret@host:notaport/0")}, "REDIS_URL"},
+		{"REDIS_URL user and bad port", given{env: env("REDIS_URL", "redis://app:s3cret@host:notaport/0")}, "REDIS_URL"},
+		{"REDIS_URL bad db", given{env: env("REDIS_URL", "redis://:s3cret@host/notadb")}, "REDIS_URL"},
+		{"REDIS_URL bad host", given{env: env("REDIS_URL", "redis://:s3cret@ho st/0")}, "REDIS_URL"},
+		{"REDIS_URL wrong scheme", given{env: env("REDIS_URL", "http://:s3cret@host/0")}, "REDIS_URL"},
+		{"-redis-url bad port", given{args: []string{"-redis-url=redis://:s3cret@host:x/0"}}, "-redis-url"},
+		{"NATS_URL bad scheme", given{env: env("NATS_URL", "http://u:s3cret@host:4222")}, "NATS_URL"},
+		{"NATS_URL token", given{env: env("NATS_URL", "nats://s3cret@host:4222,foo")}, "NATS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := load(t, tt.given)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not wrap ErrInvalid and name %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error shows the password: %q", err)
+			}
+		})
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		given given
+		want  []string
+	}{
+		{
+			name:  "none",
+			given: given{},
+			want:  nil,
+		},
+		{
+			name: "Redis password, NATS passwords and token, OPS_TOKEN",
+			given: given{env: env(
+				"REDIS_URL", "redis://app:redis-pw@cache:6379/0",
+				"NATS_URL", "nats://u:nats-pw@a:4222,nats://nats-token@b:4222,nats://c:4222",
+				"OPS_TOKEN", "ops-token",
+			)},
+			want: []string{"nats-pw", "nats-token", "ops-token", "redis-pw"},
+		},
+		{
+			name:  "flags count too",
+			given: given{args: []string{"-redis-url=redis://:flag-pw@h:1/0", "-ops-token=flag-token"}},
+			want:  []string{"flag-pw", "flag-token"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := load(t, tt.given)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slices.Sorted(slices.Values(c.Secrets()))
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Secrets() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// Every setting has a flag and a variable, and no two settings share either.
+func TestSettingsAreDistinct(t *testing.T) {
+	t.Parallel()
+	envs, flags := map[string]bool{}, map[string]bool{}
+	for _, s := range config.Settings {
+		if s.Env == "" || s.Flag == "" || envs[s.Env] || flags[s.Flag] {
+			t.Errorf("setting %+v: empty or duplicate env or flag", s)
+		}
+		envs[s.Env], flags[s.Flag] = true, true
+	}
+}

@@ -1,0 +1,240 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/worker"
+)
+
+// source is a real HTTP server standing for the application the warmer
+// reads from. It records every request URI.
+type source struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []string
+	hits     atomic.Int64
+}
+
+func newSource(t testing.TB, h func(w http.ResponseWriter, r *http.Request)) *source {
+	s := &source{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.requests = append(s.requests, r.RequestURI)
+		s.mu.Unlock()
+		s.hits.Add(1)
+		h(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *source) uris() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.requests...)
+}
+
+func jsonBody(body string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, body)
+	}
+}
+
+// warmRules is a rules file whose warm targets point at base.
+func warmRules(t testing.TB, base string) *cachekeys.Rules {
+	t.Helper()
+	r, err := cachekeys.Parse("warm.yaml", []byte(fmt.Sprintf(`
+rules:
+  - on: events.course.*
+    invalidate:
+      - cache:course_analytics:{course_id}
+      - cache:course_analytics:{course_id}:*
+      - cache:system_stats:*
+    warm:
+      - key: cache:course_analytics:{course_id}
+        from: %[1]s/api/v3/analytics/courses/{course_id}
+        ttl: 60s
+        headers: {X-Cache-Bypass: "1"}
+        headers_from_env: {Authorization: WARM_TOKEN}
+      - from: %[1]s/api/v3/system/stats
+schedule:
+  - key: cache:system_stats:global
+    from: %[1]s/api/v3/system/stats
+    every: 1s
+    ttl: 30s
+`, base)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startWarmer runs w until the test ends.
+func startWarmer(t testing.TB, w *worker.Warmer) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// An applied event warms its key (store mode, with the TTL and the
+// configured headers) and sends its trigger once; values are URL-escaped.
+func TestWarmAfterInvalidation(t *testing.T) {
+	var gotAuth, gotBypass atomic.Value
+	src := newSource(t, func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/v3/analytics/") {
+			gotAuth.Store(r.Header.Get("Authorization"))
+			gotBypass.Store(r.Header.Get("X-Cache-Bypass"))
+		}
+		jsonBody(`{"course": "fresh"}`)(w, r)
+	})
+	h := newHarness(t)
+	h.rules = warmRules(t, src.URL)
+	h.set("cache:course_analytics:42", "cache:course_analytics:42:x")
+	obs := &warmCounts{}
+	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{Env: map[string]string{"WARM_TOKEN": "Bearer s3cret"}}, nil, obs)
+	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
+	r := h.start(testConfig(), worker.Deps{Engine: engine, Warmer: warmer})
+
+	h.publish("events.course.updated", course(42))
+	h.eventually("key warmed", 10*time.Second, func() bool { return h.exists("cache:course_analytics:42") })
+	got, err := h.rdb.Get(context.Background(), "cache:course_analytics:42").Result()
+	if err != nil || got != `{"course": "fresh"}` {
+		t.Fatalf("warmed value = %q, %v; want the source's body", got, err)
+	}
+	ttl := h.rdb.TTL(context.Background(), "cache:course_analytics:42").Val()
+	if ttl <= 0 || ttl > 60*time.Second {
+		t.Errorf("TTL = %s, want in (0, 60s]", ttl)
+	}
+	if h.exists("cache:course_analytics:42:x") {
+		t.Error("sub-key not invalidated")
+	}
+	h.eventually("trigger sent", 10*time.Second, func() bool { return obs.get(worker.WarmTriggered) == 1 })
+	if gotAuth.Load() != "Bearer s3cret" || gotBypass.Load() != "1" {
+		t.Errorf("headers: Authorization %q, X-Cache-Bypass %q", gotAuth.Load(), gotBypass.Load())
+	}
+
+	// Values that mean something in a URL are escaped, not interpreted.
+	const odd = "../x%y#z&a=b+c"
+	h.publish("events.course.updated", map[string]any{"course_id": odd})
+	h.eventually("odd key warmed", 10*time.Second, func() bool { return h.exists("cache:course_analytics:" + odd) })
+	want := "/api/v3/analytics/courses/..%2Fx%25y%23z%26a%3Db%2Bc"
+	found := false
+	for _, u := range src.uris() {
+		found = found || u == want
+	}
+	if !found {
+		t.Errorf("requests %q, want one for %q", src.uris(), want)
+	}
+	if n := countPrefix(src.uris(), "/api/v3/system/stats"); n != 2 {
+		t.Errorf("trigger URL hit %d times for 2 events, want 2", n)
+	}
+	_ = r
+}
+
+func countPrefix(list []string, prefix string) int {
+	n := 0
+	for _, s := range list {
+		if strings.HasPrefix(s, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// warmCounts counts warm outcomes.
+type warmCounts struct {
+	mu        sync.Mutex
+	n         map[worker.WarmOutcome]int
+	scheduled int
+}
+
+func (c *warmCounts) WarmDone(o worker.WarmOutcome, _ time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[worker.WarmOutcome]int{}
+	}
+	c.n[o]++
+}
+
+func (c *warmCounts) ScheduledRefresh(string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.scheduled++
+}
+
+func (c *warmCounts) get(o worker.WarmOutcome) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[o]
+}
+
+// The stale-write race: the source reads the data, then blocks; an
+// invalidation (after a newer write to the data) arrives while it blocks;
+// then it answers with the older data. Whatever the interleaving, the key
+// ends absent or holding the newer value, never the older.
+func TestWarmNeverWritesAStaleValue(t *testing.T) {
+	h := newHarness(t)
+	var version atomic.Int64
+	release := make(chan chan struct{}, 1)
+	src := newSource(t, func(w http.ResponseWriter, r *http.Request) {
+		v := version.Load() // the source reads its database...
+		if gate, ok := <-release; ok && gate != nil {
+			<-gate // ...and is slow to answer
+		}
+		jsonBody(fmt.Sprintf(`{"v": %d}`, v))(w, r)
+	})
+	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, nil)
+	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
+	const key = "cache:course_analytics:7"
+	req := cachekeys.WarmRequest{Key: key, URL: src.URL + "/c/7", Host: src.Listener.Addr().String(), TTL: time.Minute}
+	ctx := context.Background()
+	outcomes := map[worker.WarmOutcome]int{}
+	const rounds = 200
+	for round := range rounds {
+		gate := make(chan struct{})
+		var once sync.Once
+		open := func() { once.Do(func() { close(gate) }) }
+		release <- gate
+		var wg sync.WaitGroup
+		wg.Go(func() { outcomes[warmer.Warm(ctx, req)]++ })
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+			version.Add(1) // the application commits newer data...
+			// ...and publishes the event: the key and its sub-keys go
+			job := worker.Job{Exact: []string{key}, Patterns: []string{key + ":*"}}
+			if _, err := engine.Invalidate(ctx, job); err != nil {
+				t.Error(err)
+			}
+			open() // release after the invalidation, unless released before
+		})
+		wg.Go(func() { // or release before it, at a random moment
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+			if rand.IntN(2) == 0 {
+				open()
+			}
+		})
+		wg.Wait()
+		got, err := h.rdb.Get(ctx, key).Result()
+		if err == nil && got != fmt.Sprintf(`{"v": %d}`, version.Load()) {
+			t.Fatalf("round %d: key holds %s, but the data is at version %d: a stale write", round, got, version.Load())
+		}
+		h.rdb.Del(ctx, key)
+	}
+	t.Logf("outcomes over %d rounds: %v", rounds, outcomes)
+	if outcomes[worker.WarmSkippedStale] == 0 {
+		t.Errorf("no round raced (outcomes %v): the test did not exercise the guard", outcomes)
+	}
+}
