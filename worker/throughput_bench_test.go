@@ -2,10 +2,13 @@ package worker_test
 
 import (
 	"context"
-	"github.com/invalidator/invalidator/cachekeys"
+	"fmt"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
 
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
@@ -15,7 +18,9 @@ import (
 // BenchmarkThroughput measures exact-key events per second through the
 // whole worker (fetch, decode, plan, UNLINK, ack) against a bare baseline
 // in the same run: a loop that fetches, UNLINKs the key and acks, with no
-// decoding, rules or bookkeeping. Run:
+// decoding, rules or bookkeeping. "warm-hanging-source" is the worker with a
+// warm target on every event whose source never answers (each request
+// waits for the 5 s timeout): invalidation must not slow down. Run:
 //
 //	go test ./worker -run '^$' -bench BenchmarkThroughput -benchtime 20000x
 func BenchmarkThroughput(b *testing.B) {
@@ -23,14 +28,27 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Skip("needs real servers")
 	}
 	b.Run("worker", func(b *testing.B) { benchThroughput(b, runWorker) })
+	b.Run("warm-fast-source", func(b *testing.B) {
+		benchThroughput(b, func(b *testing.B, h *harness, n int) { runWorkerWarming(b, h, n, jsonBody(`{}`)) })
+	})
+	b.Run("warm-hanging-source", func(b *testing.B) {
+		benchThroughput(b, func(b *testing.B, h *harness, n int) {
+			obs := runWorkerWarming(b, h, n, func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+			if n > 2*worker.DefaultWarmQueue && obs.get(worker.WarmShed) == 0 {
+				b.Fatalf("no warm request was shed (outcomes %v): the source did not hang", obs.n)
+			}
+		})
+	})
 	b.Run("bare", func(b *testing.B) { benchThroughput(b, runBare) })
 }
 
 type consumeFunc func(b *testing.B, h *harness, n int)
 
+const benchRules = "rules:\n  - on: events.user.*\n    invalidate: [\"user:{user_id}\"]\n"
+
 func benchThroughput(b *testing.B, consume consumeFunc) {
 	h := newHarness(b)
-	rules, err := cachekeys.Parse("bench.yaml", []byte("rules:\n  - on: events.user.*\n    invalidate: [\"user:{user_id}\"]\n"))
+	rules, err := cachekeys.Parse("bench.yaml", []byte(benchRules))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -48,14 +66,36 @@ func benchThroughput(b *testing.B, consume consumeFunc) {
 	consume(b, h, n)
 	b.StopTimer()
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
-	if left, _ := h.rdb.DBSize(context.Background()).Result(); left != 0 {
-		b.Fatalf("%d keys left after %d events", left, n)
+	if left, _ := h.rdb.Keys(context.Background(), "user:*").Result(); len(left) != 0 {
+		b.Fatalf("%d keys left after %d events", len(left), n)
 	}
 }
 
 func runWorker(b *testing.B, h *harness, n int) {
+	runWorkerWith(b, h, n, worker.Deps{})
+}
+
+// runWorkerWarming runs the worker with a store-mode warm target on every
+// event, served by handler.
+func runWorkerWarming(b *testing.B, h *harness, n int, handler func(http.ResponseWriter, *http.Request)) *warmCounts {
+	src := newSource(b, handler)
+	rules, err := cachekeys.Parse("bench.yaml", []byte(benchRules+fmt.Sprintf(
+		"    warm:\n      - key: warmed:{user_id}\n        from: %s/users/{user_id}\n        ttl: 60s\n", src.URL)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.rules = rules
+	obs := &warmCounts{}
+	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
+	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
+	runWorkerWith(b, h, n, worker.Deps{Warmer: warmer, Engine: engine})
+	return obs
+}
+
+func runWorkerWith(b *testing.B, h *harness, n int, deps worker.Deps) {
 	cfg := worker.Config{} // the defaults
-	w, err := worker.New(cfg, worker.Deps{JetStream: h.js, Redis: h.rdb, Rules: h.rules})
+	deps.JetStream, deps.Redis, deps.Rules = h.js, h.rdb, h.rules
+	w, err := worker.New(cfg, deps)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -238,3 +238,102 @@ func TestWarmNeverWritesAStaleValue(t *testing.T) {
 		t.Errorf("no round raced (outcomes %v): the test did not exercise the guard", outcomes)
 	}
 }
+
+// Requests for one key while its fetch runs cause one more fetch, not one each.
+func TestWarmCoalescesRequestsForOneKey(t *testing.T) {
+	h := newHarness(t)
+	gate := make(chan struct{})
+	started := make(chan struct{}, 10)
+	src := newSource(t, func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-gate
+		jsonBody(`{}`)(w, r)
+	})
+	obs := &warmCounts{}
+	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
+	startWarmer(t, warmer)
+	req := cachekeys.WarmRequest{Key: "cache:k:1", URL: src.URL + "/k/1", Host: src.Listener.Addr().String(), TTL: time.Minute}
+	warmer.Enqueue([]cachekeys.WarmRequest{req})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first fetch did not start")
+	}
+	for range 10 {
+		warmer.Enqueue([]cachekeys.WarmRequest{req})
+	}
+	close(gate)
+	h.eventually("two stores", 10*time.Second, func() bool { return obs.get(worker.WarmStored) == 2 })
+	// Nothing more comes: the state is gone once the second fetch is done.
+	warmer.Enqueue(nil)
+	if n := src.hits.Load(); n != 2 {
+		t.Errorf("source hit %d times for 11 requests during one fetch, want 2", n)
+	}
+}
+
+// A failing source opens its breaker: requests are then shed, not sent.
+func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
+	h := newHarness(t)
+	src := newSource(t, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusBadGateway) })
+	obs := &warmCounts{}
+	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{BreakerFailures: 3, BreakerCooldown: time.Hour}, nil, obs)
+	host := src.Listener.Addr().String()
+	ctx := context.Background()
+	for i := range 10 {
+		warmer.Warm(ctx, cachekeys.WarmRequest{Key: fmt.Sprintf("cache:k:%d", i), URL: src.URL + "/x", Host: host, TTL: time.Minute})
+	}
+	if got := src.hits.Load(); got != 3 {
+		t.Errorf("source hit %d times, want 3 (then the breaker opens)", got)
+	}
+	if obs.get(worker.WarmFailed) != 3 || obs.get(worker.WarmShed) != 7 || !warmer.Open(host) {
+		t.Errorf("outcomes %v, open %v: want 3 failed, 7 shed, breaker open", obs.n, warmer.Open(host))
+	}
+	if h.dbsize() != 0 {
+		t.Error("a failed warm wrote a key")
+	}
+}
+
+// Two replicas running one schedule refresh once per interval between them,
+// and stop with nothing left running (goleak checks the rest).
+func TestScheduleRunsOncePerIntervalAcrossReplicas(t *testing.T) {
+	h := newHarness(t)
+	var mu sync.Mutex
+	perInterval := map[int64]int{} // by interval of the 1s schedule
+	src := newSource(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		perInterval[time.Now().UnixNano()/int64(time.Second)]++
+		mu.Unlock()
+		jsonBody(`{"stats": 1}`)(w, r)
+	})
+	rules := warmRules(t, src.URL)
+	obs := &warmCounts{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
+		s := worker.NewScheduler(warmer, rules.Schedules(), nil)
+		wg.Go(func() { s.Run(ctx) })
+	}
+	h.eventually("three refreshes", 15*time.Second, func() bool { return obs.get(worker.WarmStored) >= 3 })
+	cancel()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("schedulers did not stop")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for interval, n := range perInterval {
+		if n != 1 {
+			t.Errorf("interval %d had %d refreshes, want 1 (all: %v)", interval, n, perInterval)
+		}
+	}
+	if int(src.hits.Load()) != obs.scheduled {
+		t.Errorf("%d source hits, %d scheduled refreshes", src.hits.Load(), obs.scheduled)
+	}
+	if v, _ := h.rdb.Get(context.Background(), "cache:system_stats:global").Result(); v != `{"stats": 1}` {
+		t.Errorf("scheduled key = %q", v)
+	}
+}
