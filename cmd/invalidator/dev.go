@@ -32,6 +32,9 @@ func devCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
+		return usageError{err}
+	}
 	dir, err := os.MkdirTemp("", "invalidator-dev-")
 	if err != nil {
 		return err

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/events"
@@ -44,6 +47,12 @@ func rulesCheck(w io.Writer, path string) error {
 			}
 			fmt.Fprintf(w, "  %s %s\n", kind, t)
 		}
+		for _, wt := range rule.Warm {
+			printWarmTarget(w, "  warm   ", wt)
+		}
+	}
+	for _, sc := range r.Schedules() {
+		printWarmTarget(w, fmt.Sprintf("schedule every %s: ", sc.Every), sc.WarmTarget)
 	}
 	if allow := r.Allow(); len(allow) > 0 {
 		fmt.Fprintf(w, "explicit (%s) may name: %v\n", cachekeys.InvalidateSubject, allow)
@@ -85,4 +94,35 @@ func printPlan(w io.Writer, p cachekeys.Plan) {
 	for _, k := range p.Patterns {
 		fmt.Fprintf(w, "pattern %s\n", k)
 	}
+	for _, wr := range p.Warm {
+		if wr.Key != "" {
+			fmt.Fprintf(w, "warm    GET %s -> SET %s (ttl %s)%s\n", wr.URL, wr.Key, wr.TTL, headerNames(wr.Headers, wr.HeadersFromEnv))
+		} else {
+			fmt.Fprintf(w, "warm    GET %s (trigger)%s\n", wr.URL, headerNames(wr.Headers, wr.HeadersFromEnv))
+		}
+	}
+}
+
+func printWarmTarget(w io.Writer, prefix string, t cachekeys.WarmTarget) {
+	h := headerNames(t.Headers, t.HeadersFromEnv)
+	if t.Store() {
+		fmt.Fprintf(w, "%sGET %s -> SET %s (ttl %s)%s\n", prefix, t.From, t.Key, t.TTL, h)
+	} else {
+		fmt.Fprintf(w, "%sGET %s (trigger)%s\n", prefix, t.From, h)
+	}
+}
+
+// headerNames lists header names, and for env headers the variable, never a value.
+func headerNames(lit, env map[string]string) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(lit)) {
+		parts = append(parts, k+": "+lit[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		parts = append(parts, k+": $"+env[k])
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(parts, ", ") + "]"
 }

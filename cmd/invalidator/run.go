@@ -31,6 +31,9 @@ func runCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
+		return usageError{err}
+	}
 	return serve(ctx, e, cfg, rules)
 }
 
@@ -68,8 +71,14 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules) 
 		NATSConnected: nc.IsConnected,
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
 	})
-	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log})
-	w, err = worker.New(cfg.Worker, worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m})
+	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
+	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m}
+	if rules.Warms() {
+		deps.Warmer = worker.NewWarmer(rdb, worker.WarmConfig{Env: cfg.WarmEnv}, log, m)
+		deps.Scheduler = worker.NewScheduler(deps.Warmer, rules.Schedules(), log)
+		log.Info("🔧 cache warming on", slog.Int("schedules", len(rules.Schedules())))
+	}
+	w, err = worker.New(cfg.Worker, deps)
 	if err != nil {
 		return usageError{err}
 	}

@@ -77,6 +77,24 @@ type Run struct {
 	OpsToken  string
 	LogLevel  slog.Level
 	LogFormat logging.Format
+	// WarmEnv holds the values of the environment variables the rules'
+	// headers_from_env name (see ResolveWarmEnv); they are secrets.
+	WarmEnv map[string]string
+}
+
+// ResolveWarmEnv reads the environment variables named by the rules file's
+// headers_from_env (names) into WarmEnv. A missing or empty one is an error
+// naming it. getenv nil means the process environment.
+func (r *Run) ResolveWarmEnv(names []string, getenv func(string) string) error {
+	r.WarmEnv = map[string]string{}
+	for _, n := range names {
+		v, _ := lookup(getenv, n)
+		if v == "" {
+			return fmt.Errorf("%w: %s: the rules file's headers_from_env names it, but it is not set", ErrInvalid, n)
+		}
+		r.WarmEnv[n] = v
+	}
+	return nil
 }
 
 // Secrets are the strings that must never be printed.
@@ -87,6 +105,9 @@ func (r *Run) Secrets() []string {
 	}
 	s = append(s, urlPasswords(r.NATSURL)...)
 	s = append(s, r.OpsToken)
+	for _, v := range r.WarmEnv {
+		s = append(s, v)
+	}
 	return nonEmpty(s)
 }
 

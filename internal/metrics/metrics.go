@@ -31,6 +31,9 @@ type Metrics struct {
 	lag          prometheus.Histogram
 	redisUp      prometheus.Gauge
 	redisChanges prometheus.Counter
+	warms        *prometheus.CounterVec
+	warmLatency  prometheus.Histogram
+	scheduled    *prometheus.CounterVec
 }
 
 // Sources are read at scrape time. Any may be nil until the worker is set up.
@@ -65,14 +68,24 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 			Help: "1 while Redis answers the worker's health pings."}),
 		redisChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_state_changes_total",
 			Help: "Times Redis went down or came back."}),
+		warms: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "warm_requests_total",
+			Help: "Cache warm requests, by outcome (stored, triggered, skipped_stale, failed, shed)."}, []string{"outcome"}),
+		warmLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "warm_duration_seconds",
+			Help:    "Time of one warm request, fetch and guarded write included (shed requests excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
+		scheduled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "scheduled_refreshes_total",
+			Help: "Scheduled refreshes this replica made (it won the interval's lock), by key."}, []string{"key"}),
 	}
 	m.redisUp.Set(1)
 	reg.MustRegister(m.events, m.ruleEvents, m.keysRemoved, m.scanKeys, m.scanCalls, m.duration, m.lag,
-		m.redisUp, m.redisChanges,
+		m.redisUp, m.redisChanges, m.warms, m.warmLatency, m.scheduled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newGauges(src))
 	for _, o := range []worker.Outcome{worker.Applied, worker.Retried, worker.DeadLettered, worker.Unrouted, worker.Abandoned} {
 		m.events.WithLabelValues(string(o)) // export zeros, so rates work from the start
+	}
+	for _, o := range []worker.WarmOutcome{worker.WarmStored, worker.WarmTriggered, worker.WarmSkippedStale, worker.WarmFailed, worker.WarmShed} {
+		m.warms.WithLabelValues(string(o))
 	}
 	return m
 }
@@ -105,6 +118,18 @@ func (m *Metrics) RedisUp(up bool) {
 		m.redisUp.Set(0)
 	}
 }
+
+// WarmDone implements worker.WarmObserver.
+func (m *Metrics) WarmDone(o worker.WarmOutcome, latency time.Duration) {
+	m.warms.WithLabelValues(string(o)).Inc()
+	if o != worker.WarmShed {
+		m.warmLatency.Observe(latency.Seconds())
+	}
+}
+
+// ScheduledRefresh implements worker.WarmObserver. Keys come from the
+// rules file's schedule, so the label is bounded.
+func (m *Metrics) ScheduledRefresh(key string) { m.scheduled.WithLabelValues(key).Inc() }
 
 // gauges reads scrape-time values.
 type gauges struct {
