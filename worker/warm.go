@@ -129,11 +129,10 @@ type Warmer struct {
 	breakers breakers
 	hosts    hostLimits
 
-	mu      sync.Mutex
-	state   map[string]*warmState // by coalescing id
-	queue   chan string
-	closed  bool
-	running sync.WaitGroup
+	mu     sync.Mutex
+	state  map[string]*warmState // by coalescing id
+	queue  chan string
+	closed bool
 }
 
 type warmState struct {

@@ -244,7 +244,10 @@ func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer
 		if held == 0 {
 			return
 		}
-		fctx, cancel := context.WithTimeout(ctx, w.cfg.FetchMaxWait)
+		// The fetch outlives ctx (by at most FetchMaxWait): cancelling it would
+		// drop messages the server has already delivered to it, leaving them
+		// unacked until AckWait. What it brings is handled like any event in flight.
+		fctx, cancel := context.WithTimeout(workCtx, w.cfg.FetchMaxWait)
 		batch, err := cons.Fetch(min(held*w.cfg.BatchSize, w.cfg.MaxAckPending), jetstream.FetchContext(fctx))
 		if err == nil {
 			held = w.dispatch(workCtx, batch.Messages(), held, p, slots)

@@ -51,7 +51,8 @@ func devCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer stopRedis()
-	fmt.Fprintf(e.stderr, `
+	banner := func() {
+		fmt.Fprintf(e.stderr, `
 invalidator dev is ready. In another terminal:
 
   redis-cli -u %s SET cache:course_analytics:42 cached
@@ -61,7 +62,8 @@ invalidator dev is ready. In another terminal:
 Stop with Ctrl-C.
 
 `, logging.RedactURL(cfg.RedisURL), logging.RedactURL(cfg.RedisURL))
-	return serve(ctx, e, cfg, rules)
+	}
+	return serve(ctx, e, cfg, rules, banner)
 }
 
 // hostPort splits a URL's host and port, with a default port.

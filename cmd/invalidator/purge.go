@@ -36,10 +36,13 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := firstNonEmpty(*redisURL, getenv(e, "REDIS_URL"), "redis://localhost:6379/0")
+	url, name := *redisURL, "--redis-url"
+	if url == "" {
+		url, name = firstNonEmpty(getenv(e, "REDIS_URL"), "redis://localhost:6379/0"), "REDIS_URL"
+	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		return usagef("REDIS_URL must be a redis:// or rediss:// URL, not %q", logging.RedactURL(url))
+		return usagef("%s must be a redis:// or rediss:// URL, not %q", name, logging.RedactURL(url))
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/internal/config"
@@ -34,7 +35,7 @@ func runCmd(ctx context.Context, e env, args []string) error {
 	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
 		return usageError{err}
 	}
-	return serve(ctx, e, cfg, rules)
+	return serve(ctx, e, cfg, rules, nil)
 }
 
 func loadRules(path string) (*cachekeys.Rules, error) {
@@ -46,10 +47,13 @@ func loadRules(path string) (*cachekeys.Rules, error) {
 }
 
 // serve runs the worker until SIGINT or SIGTERM, then shuts down in order:
-// stop fetching, finish events in flight, drain NATS, close Redis.
-func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules) error {
+// stop fetching, finish events in flight, drain NATS, close Redis. A second
+// signal ends the process at once. ready, if not nil, is called once the
+// stream and consumer exist.
+func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, ready func()) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop) // after the first signal, the default action again
 	log := newLogger(e, cfg)
 	log.Info("🔧 configuration loaded", slog.String("rules", cfg.RulesPath), slog.Int("rule_count", len(rules.List())),
 		slog.Int("concurrency", cfg.Worker.WithDefaults().Concurrency), slog.Int("scan_count", cfg.ScanCount))
@@ -97,9 +101,26 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules) 
 		defer stopHTTP() // the HTTP server stays up while events in flight finish
 		return w.Run(ctx)
 	})
+	if ready != nil {
+		g.Go(func() error { waitReady(ctx, w, ready); return nil })
+	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("🔌 closing NATS and Redis")
 	return nil
+}
+
+// waitReady calls ready once w has set up its consumer, unless ctx ends first.
+func waitReady(ctx context.Context, w *worker.Worker, ready func()) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for w.Consumer() == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	ready()
 }

@@ -262,15 +262,13 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		}
 	}
 
-	// Stop once every event has been delivered, so the sweep is in flight
-	// (or already done) rather than still waiting in the stream.
-	cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "every event delivered", 30*time.Second, func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.Delivered.Stream >= last
+	// Stop once the worker has taken every event: the user keys (exact, so
+	// quick) are gone, and the course event, delivered first, is being
+	// swept. (Waiting only until the server has delivered them is not
+	// enough: a fetch cancelled by SIGTERM drops what it has received.)
+	eventually(t, "the user events applied", 30*time.Second, func() bool {
+		n, err := rdb.Exists(ctx, "user:1", "user:2", "user:3").Result()
+		return err == nil && n == 0
 	})
 	p.signal(t, syscall.SIGTERM)
 
@@ -290,7 +288,17 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 
 	// The acks were flushed before exit; the server applies them at once,
 	// but poll briefly rather than race its bookkeeping.
+	cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var info *jetstream.ConsumerInfo
+	t.Cleanup(func() {
+		if t.Failed() && info != nil {
+			t.Logf("consumer: ack pending %d, pending %d, ack floor %d, last sequence %d",
+				info.NumAckPending, info.NumPending, info.AckFloor.Stream, last)
+		}
+	})
 	eventually(t, "every event acked", 5*time.Second, func() bool {
 		info, err = cons.Info(ctx)
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == last

@@ -247,13 +247,17 @@ func (r *resolver) run() (*Run, error) {
 		Stream:           r.str("NATS_STREAM"),
 		Consumer:         r.str("NATS_CONSUMER"),
 		DeadLetterStream: r.str("NATS_DLQ_STREAM"),
-		Concurrency:      r.integer("WORKER_CONCURRENCY", 1, 10000),
+		Concurrency:      r.integer("WORKER_CONCURRENCY", 1, worker.DefaultMaxAckPending),
 		MaxDeliver:       r.integer("MAX_DELIVER", 1, 1000),
 		AckWait:          r.duration("ACK_WAIT", time.Second),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 	r.names(c)
+	if c.Worker.Stream == c.Worker.DeadLetterStream {
+		_, name := r.get(setting("NATS_DLQ_STREAM"))
+		r.fail(name, "must differ from the stream %q", c.Worker.Stream)
+	}
 	var err error
 	if c.LogLevel, err = logging.ParseLevel(r.str("LOG_LEVEL")); err != nil {
 		_, name := r.get(setting("LOG_LEVEL"))
@@ -288,9 +292,15 @@ func (r *resolver) names(c *Run) {
 func (r *resolver) redis(raw string) *redis.Options {
 	_, name := r.get(setting("REDIS_URL"))
 	opt, err := redis.ParseURL(raw)
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		// url.Error quotes the URL with escapes, which a plain replace of the
+		// password can miss: show only the redacted URL.
+		r.fail(name, "must be a redis:// or rediss:// URL, not %q", redactRaw(raw))
+		return nil
+	}
 	if err != nil {
-		msg := strings.ReplaceAll(err.Error(), raw, logging.RedactURL(raw))
-		r.fail(name, "must be a redis:// or rediss:// URL: %s", scrubPassword(msg, raw))
+		r.fail(name, "must be a redis:// or rediss:// URL: %s", scrubPassword(err.Error(), raw))
 		return nil
 	}
 	opt.PoolSize = r.integer("REDIS_MAX_CONNECTIONS", 1, 100000)
@@ -304,6 +314,17 @@ func (r *resolver) redis(raw string) *redis.Options {
 	}
 	opt.ClientName = "invalidator"
 	return opt
+}
+
+// redactRaw hides everything between "://" and the last '@' of a URL that
+// may not parse, whatever characters the password holds.
+func redactRaw(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	at := strings.LastIndex(rest, "@")
+	if !ok || at < 0 {
+		return raw
+	}
+	return scheme + "://" + logging.Redacted + rest[at:]
 }
 
 func scrubPassword(msg, raw string) string {
@@ -320,7 +341,7 @@ func (r *resolver) natsURL(list string) {
 	for _, raw := range strings.Split(list, ",") {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {
-			r.fail(name, "must be nats://host:port (or tls://, ws://, wss://), comma-separated, not %q", logging.RedactURL(raw))
+			r.fail(name, "must be nats://host:port (or tls://, ws://, wss://), comma-separated, not %q", redactRaw(strings.TrimSpace(raw)))
 			return
 		}
 	}

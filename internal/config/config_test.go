@@ -285,6 +285,8 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"NATS_STREAM with a dot", given{env: env("NATS_STREAM", "a.b")}, "NATS_STREAM"},
 		{"NATS_CONSUMER with a wildcard", given{env: env("NATS_CONSUMER", "c*")}, "NATS_CONSUMER"},
 		{"WORKER_CONCURRENCY zero", given{env: env("WORKER_CONCURRENCY", "0")}, "WORKER_CONCURRENCY"},
+		{"WORKER_CONCURRENCY over max ack pending", given{env: env("WORKER_CONCURRENCY", "2000")}, "WORKER_CONCURRENCY"},
+		{"NATS_DLQ_STREAM same as stream", given{env: env("NATS_DLQ_STREAM", "EVENTS")}, "NATS_DLQ_STREAM"},
 		{"MAX_DELIVER not a number", given{env: env("MAX_DELIVER", "x")}, "MAX_DELIVER"},
 		{"ACK_WAIT below a second", given{env: env("ACK_WAIT", "10ms")}, "ACK_WAIT"},
 		{"SCAN_COUNT zero", given{env: env("SCAN_COUNT", "0")}, "SCAN_COUNT"},
@@ -338,6 +340,9 @@ func TestFlagsKeepPasswordsOutOfErrors(t *testing.T) {
 		{"-redis-url bad port", given{args: []string{"-redis-url=redis://:s3cret@host:x/0"}}, "-redis-url"},
 		{"NATS_URL bad scheme", given{env: env("NATS_URL", "http://u:s3cret@host:4222")}, "NATS_URL"},
 		{"NATS_URL token", given{env: env("NATS_URL", "nats://s3cret@host:4222,foo")}, "NATS_URL"},
+		{"REDIS_URL password with slash", given{env: env("REDIS_URL", "redis://:s3cret/x@host:6379/0")}, "REDIS_URL"},
+		{"REDIS_URL password with quote", given{env: env("REDIS_URL", `redis://:s3"cret@host:x/0`)}, "REDIS_URL"},
+		{"NATS_URL password with slash", given{env: env("NATS_URL", "nats://u:s3cret/x@host:4222")}, "NATS_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

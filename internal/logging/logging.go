@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -152,6 +153,8 @@ func newRedactor(secrets []string) *redactor {
 			r.secrets = append(r.secrets, s, url.QueryEscape(s), url.PathEscape(s))
 		}
 	}
+	// Longest first, so a secret that holds another is replaced whole.
+	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
 	return r
 }
 
@@ -177,6 +180,11 @@ func (r *redactor) attr(_ []string, a slog.Attr) slog.Attr {
 			a.Value = slog.StringValue(r.scrub(v.Error()))
 		case fmt.Stringer:
 			a.Value = slog.StringValue(r.scrub(v.String()))
+		default:
+			// Maps, slices and structs: printed as text when that hides something.
+			if s := fmt.Sprintf("%+v", v); r.scrub(s) != s {
+				a.Value = slog.StringValue(r.scrub(s))
+			}
 		}
 	}
 	return a

@@ -358,3 +358,20 @@ func TestParseFormat(t *testing.T) {
 		})
 	}
 }
+
+// A secret that holds another is replaced whole, and secrets inside maps,
+// slices and structs are scrubbed too.
+func TestSecretsNestedAndInComposites(t *testing.T) {
+	for _, format := range []logging.Format{logging.JSON, logging.Pretty} {
+		var buf bytes.Buffer
+		log := logging.New(&buf, logging.Options{Format: format, Secrets: []string{"tok", "tok-longer-secret"}})
+		log.Info("x", slog.String("a", "tok-longer-secret"),
+			slog.Any("m", map[string]string{"pw": "tok-longer-secret"}),
+			slog.Any("s", []string{"tok"}),
+			slog.Any("st", struct{ P string }{"tok-longer-secret"}))
+		out := buf.String()
+		if strings.Contains(out, "tok") || strings.Contains(out, "longer-secret") {
+			t.Errorf("%s output shows a secret: %s", format, out)
+		}
+	}
+}
