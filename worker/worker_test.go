@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 )
@@ -59,6 +62,17 @@ func TestEndToEndRemovesOnlyTheEventsKeys(t *testing.T) {
 		t.Errorf("stats = %+v, want 502 keys removed and no dead letters", s)
 	}
 	h.eventually("event acked", 5*time.Second, func() bool { return h.consumerIdle(r.w) })
+
+	info, err := r.w.Consumer().Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := info.Config
+	if c.Durable != "invalidator" || c.AckPolicy != jetstream.AckExplicitPolicy || c.MaxDeliver != 5 ||
+		c.MaxAckPending != 1000 || len(c.BackOff) != 4 || c.BackOff[0] != 2*time.Second || c.BackOff[3] != 16*time.Second {
+		t.Errorf("consumer config = durable %q, ack %v, max deliver %d, max ack pending %d, backoff %v",
+			c.Durable, c.AckPolicy, c.MaxDeliver, c.MaxAckPending, c.BackOff)
+	}
 }
 
 // Every form of bad input is dead-lettered with its reason and removes nothing.
@@ -284,5 +298,53 @@ func TestShutdownDrainsEventsInFlight(t *testing.T) {
 	}
 	if info.AckFloor.Stream != 1 || info.NumAckPending != 0 {
 		t.Errorf("ack floor %d, ack pending %d: want the in-flight event acked", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
+
+// NATS stopped and started again on the same port and store: the worker
+// reconnects and applies the events published after.
+func TestNATSRestartResumes(t *testing.T) {
+	h := newHarness(t)
+	port, err := servers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := servers.NATSOptions{Port: port, StoreDir: t.TempDir()}
+	ns, err := servers.StartNATS(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopNATS := func() { ns.Shutdown(); ns.WaitForShutdown() }
+	t.Cleanup(func() { stopNATS() })
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.js = js
+	pub, err := events.NewPublisher(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pub = pub
+	h.set("user:1", "user:2")
+	r := h.start(testConfig(), worker.Deps{})
+	h.publish("events.user.updated", map[string]any{"user_id": 1})
+	h.eventually("first event applied", 10*time.Second, func() bool { return r.w.Stats().Applied == 1 })
+
+	stopNATS()
+	h.eventually("client sees NATS down", 10*time.Second, func() bool { return !nc.IsConnected() })
+	if ns, err = servers.StartNATS(opts); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("client reconnected", 20*time.Second, nc.IsConnected)
+	h.publish("events.user.updated", map[string]any{"user_id": 2})
+	h.eventually("event after the restart applied", 30*time.Second, func() bool { return r.w.Stats().Applied == 2 })
+	if h.exists("user:1") || h.exists("user:2") {
+		t.Error("keys left after both events")
 	}
 }

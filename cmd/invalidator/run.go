@@ -78,7 +78,9 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
 	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m}
 	if rules.Warms() {
-		deps.Warmer = worker.NewWarmer(rdb, worker.WarmConfig{Env: cfg.WarmEnv}, log, m)
+		wc := cfg.Warm
+		wc.Env = cfg.WarmEnv
+		deps.Warmer = worker.NewWarmer(rdb, wc, log, m)
 		deps.Scheduler = worker.NewScheduler(deps.Warmer, rules.Schedules(), log)
 		log.Info("🔧 cache warming on", slog.Int("schedules", len(rules.Schedules())))
 	}

@@ -60,6 +60,11 @@ var Settings = []Setting{
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", DefaultHTTPAddr, "address of the health and metrics HTTP server; empty turns it off"},
 	{"OPS_TOKEN", "ops-token", "", "bearer token required by /api/v3/... endpoints (optional)"},
+	{"WARM_CONCURRENCY", "warm-concurrency", strconv.Itoa(worker.DefaultWarmWorkers), "warm requests running at once"},
+	{"WARM_MAX_PER_HOST", "warm-max-per-host", strconv.Itoa(worker.DefaultWarmPerHost), "warm requests in flight to one host"},
+	{"WARM_QUEUE", "warm-queue", strconv.Itoa(worker.DefaultWarmQueue), "warm requests waiting; more are shed"},
+	{"WARM_TIMEOUT", "warm-timeout", worker.DefaultWarmTimeout.String(), "timeout of one warm request, body included"},
+	{"WARM_MAX_BODY_BYTES", "warm-max-body-bytes", strconv.Itoa(worker.DefaultWarmMaxBody), "largest response body a warm request stores"},
 	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "log-format", "", "pretty or json; default pretty on a terminal, json otherwise"},
 }
@@ -77,6 +82,8 @@ type Run struct {
 	OpsToken  string
 	LogLevel  slog.Level
 	LogFormat logging.Format
+	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
+	Warm worker.WarmConfig
 	// WarmEnv holds the values of the environment variables the rules'
 	// headers_from_env name (see ResolveWarmEnv); they are secrets.
 	WarmEnv map[string]string
@@ -253,6 +260,13 @@ func (r *resolver) run() (*Run, error) {
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
+	c.Warm = worker.WarmConfig{
+		Workers: r.integer("WARM_CONCURRENCY", 1, 1000),
+		PerHost: r.integer("WARM_MAX_PER_HOST", 1, 1000),
+		Queue:   r.integer("WARM_QUEUE", 1, 1_000_000),
+		Timeout: r.duration("WARM_TIMEOUT", time.Millisecond),
+		MaxBody: int64(r.integer("WARM_MAX_BODY_BYTES", 1, 512<<20)),
+	}
 	r.names(c)
 	if c.Worker.Stream == c.Worker.DeadLetterStream {
 		_, name := r.get(setting("NATS_DLQ_STREAM"))
