@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/invalidator/invalidator/cachekeys"
 	"log/slog"
 	"strings"
 	"time"
@@ -15,26 +15,31 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// loadConfig parses the flags of run and dev and returns the configuration;
-// any problem is a usage error naming the variable or flag.
-func loadConfig(e env, name, summary string, args []string, extra func(*flag.FlagSet)) (*config.Run, error) {
+// loadWorker parses the flags of run and dev, loads the rules file and
+// reads the environment variables its warm headers name; any problem is a
+// usage error naming the variable, flag or file.
+func loadWorker(e env, name, summary string, args []string) (*config.Run, *cachekeys.Rules, error) {
 	fs := newFlagSet(e, name, "[flags]", summary)
 	build := config.Flags(fs, e.getenv)
-	if extra != nil {
-		extra(fs)
-	}
 	pos, err := parse(fs, args)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(pos) > 0 {
-		return nil, usagef("%s takes no arguments, got %q", name, pos[0])
+		return nil, nil, usagef("%s takes no arguments, got %q", name, pos[0])
 	}
 	cfg, err := build()
 	if err != nil {
-		return nil, usageError{err}
+		return nil, nil, usageError{err}
 	}
-	return cfg, nil
+	rules, err := loadRules(cfg.RulesPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
+		return nil, nil, usageError{err}
+	}
+	return cfg, rules, nil
 }
 
 func newLogger(e env, cfg *config.Run) *slog.Logger {

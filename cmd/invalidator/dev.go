@@ -24,16 +24,9 @@ REDIS_URL if it answers, otherwise starts redis-server on that port as a child
 then runs the worker like 'run'. Everything it started stops with it.`
 
 func devCmd(ctx context.Context, e env, args []string) error {
-	cfg, err := loadConfig(e, "dev", devSummary, args, nil)
+	cfg, rules, err := loadWorker(e, "dev", devSummary, args)
 	if err != nil {
 		return err
-	}
-	rules, err := loadRules(cfg.RulesPath)
-	if err != nil {
-		return err
-	}
-	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
-		return usageError{err}
 	}
 	dir, err := os.MkdirTemp("", "invalidator-dev-")
 	if err != nil {

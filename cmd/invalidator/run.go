@@ -24,16 +24,9 @@ events in flight are done (at most SHUTDOWN_TIMEOUT). Every flag has an
 environment variable of the same meaning; a flag wins over the variable.`
 
 func runCmd(ctx context.Context, e env, args []string) error {
-	cfg, err := loadConfig(e, "run", runSummary, args, nil)
+	cfg, rules, err := loadWorker(e, "run", runSummary, args)
 	if err != nil {
 		return err
-	}
-	rules, err := loadRules(cfg.RulesPath)
-	if err != nil {
-		return err
-	}
-	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
-		return usageError{err}
 	}
 	return serve(ctx, e, cfg, rules, nil)
 }
