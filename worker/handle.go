@@ -113,7 +113,8 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 			d := work[i]
 			d.rep.Result.add(res)
 			d.rep.Duration += res.Duration
-			if transient(err) && ctx.Err() == nil && try < maxTransientRetries {
+			// An outage is waited out; our own EventTimeout is not an outage.
+			if transient(err) && actx.Err() == nil && ctx.Err() == nil && try < maxTransientRetries {
 				mu.Lock()
 				again = append(again, d)
 				mu.Unlock()

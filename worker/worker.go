@@ -170,8 +170,10 @@ func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) er
 
 // Run consumes events until ctx ends, then stops fetching, lets the events in
 // flight finish (at most ShutdownTimeout), acks them, and returns. Events not
-// finished by then are nak'ed and will be redelivered. Run returns nil after a
-// clean shutdown and an error only if it could not start.
+// finished by then are nak'ed and will be redelivered. Run waits for NATS
+// while it is unreachable at start; it returns nil after a clean shutdown and
+// an error only if the server refuses the streams or the consumer (subjects
+// that overlap another stream's, say).
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.setupWithRetry(ctx)
 	if err != nil {
@@ -217,6 +219,10 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 		c, err := w.Setup(ctx)
 		if err == nil {
 			return c, nil
+		}
+		var api *jetstream.APIError
+		if errors.As(err, &api) && api.Code == 400 {
+			return nil, err // the server refuses the configuration: retrying will not help
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			w.log.Warn("⚠️ JetStream setup failed, retrying", slog.Any("error", err), slog.Int("attempt", attempt))

@@ -348,3 +348,27 @@ func TestNATSRestartResumes(t *testing.T) {
 		t.Error("keys left after both events")
 	}
 }
+
+// A stream configuration the server refuses stops Run with its reason,
+// instead of retrying forever.
+func TestRunFailsOnARefusedStream(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(testConfig(), worker.Deps{JetStream: h.js, Redis: h.rdb, Rules: h.rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "overlap") {
+			t.Errorf("Run = %v, want the server's reason (subjects overlap)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept retrying a configuration the server refuses")
+	}
+}

@@ -172,6 +172,8 @@ func (r *redactor) scrub(s string) string {
 
 func (r *redactor) attr(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
+	case slog.KindDuration:
+		a.Value = slog.StringValue(a.Value.Duration().String()) // "5s", not nanoseconds
 	case slog.KindString:
 		a.Value = slog.StringValue(r.scrub(a.Value.String()))
 	case slog.KindAny:
