@@ -290,3 +290,28 @@ func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
 	}
 	return ms[0].GetHistogram().GetSampleCount()
 }
+
+// Warm outcomes count by label; shed requests (never sent) stay out of the
+// latency histogram; scheduled refreshes count by key.
+func TestWarmMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Sources{})
+	m.WarmDone(worker.WarmStored, 10*time.Millisecond)
+	m.WarmDone(worker.WarmStored, 20*time.Millisecond)
+	m.WarmDone(worker.WarmSkippedStale, 5*time.Millisecond)
+	m.WarmDone(worker.WarmShed, 0)
+	m.ScheduledRefresh("cache:system_stats:global")
+	fams := gather(t, reg)
+	for outcome, want := range map[string]float64{"stored": 2, "skipped_stale": 1, "shed": 1, "failed": 0, "triggered": 0} {
+		if got := value(fams, "invalidator_warm_requests_total", map[string]string{"outcome": outcome}); got != want {
+			t.Errorf("warm_requests_total{%s} = %v, want %v", outcome, got, want)
+		}
+	}
+	if got := histogramCount(t, reg, "invalidator_warm_duration_seconds"); got != 3 {
+		t.Errorf("warm_duration_seconds count = %d, want 3 (shed excluded)", got)
+	}
+	if got := value(fams, "invalidator_scheduled_refreshes_total", map[string]string{"key": "cache:system_stats:global"}); got != 1 {
+		t.Errorf("scheduled_refreshes_total = %v, want 1", got)
+	}
+}
