@@ -342,6 +342,13 @@ func TestPurge(t *testing.T) {
 			wantKeys:   all,
 		},
 		{
+			name:       "generations advanced before removing",
+			given:      []string{"purge", "user:1", "user:10:*", "--generations"},
+			want:       exitOK,
+			wantStdout: []string{"removed 2"},
+			wantKeys:   []string{"invalidator:gen:user:1", "invalidator:gen:user:10:", "user:1:a", "user:1:b", "user:10"},
+		},
+		{
 			name:     "a bare glob is refused",
 			given:    []string{"purge", "*"},
 			want:     exitUsage,

@@ -25,6 +25,7 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	redisURL := fs.String("redis-url", "", "Redis (env REDIS_URL, default redis://localhost:6379/0)")
 	scanCount := fs.Int("scan-count", worker.DefaultScanCount, "COUNT hint of each SCAN")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
+	gens := fs.Bool("generations", false, "advance the generation guard of each key and pattern first, as the worker does when cache warming is on, so a warm fetch in flight cannot write an older value back")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -48,7 +49,7 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	eng := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: *scanCount})
+	eng := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: *scanCount, Generations: *gens})
 	if *dry {
 		return preview(ctx, e, eng, job)
 	}
