@@ -47,16 +47,7 @@ func newHarness(t testing.TB, ropts ...testserver.RedisOption) *harness {
 }
 
 // testConfig is a worker config with short delays, for tests.
-func testConfig() worker.Config {
-	return worker.Config{
-		Concurrency:     4,
-		AckWait:         2 * time.Second,
-		Backoff:         []time.Duration{50 * time.Millisecond},
-		FetchMaxWait:    200 * time.Millisecond,
-		HealthInterval:  100 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second,
-	}
-}
+func testConfig() worker.Config { return testserver.WorkerConfig() }
 
 // running is a worker started by start; stop cancels it and waits for Run.
 type running struct {
@@ -115,16 +106,10 @@ func (h *harness) publish(subject string, data map[string]any) uint64 {
 	return seq
 }
 
-// eventually polls cond every 20ms until it holds or the deadline passes.
+// eventually polls cond until it holds or within has passed.
 func (h *harness) eventually(what string, within time.Duration, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timed out after %s waiting for: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testserver.Eventually(h.t, what, within, cond)
 }
 
 // set writes keys with a pipeline.

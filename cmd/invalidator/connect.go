@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/invalidator/invalidator/cachekeys"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/invalidator/invalidator/internal/config"
@@ -58,23 +57,14 @@ func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) *redis
 		slog.Duration("connect_timeout", cfg.Redis.DialTimeout))
 	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+time.Second)
 	defer cancel()
-	info, err := rdb.Info(pctx, "server").Result()
+	info, err := rdb.InfoMap(pctx, "server").Result()
 	if err != nil {
 		log.Warn("⚠️ Redis not reachable yet; the worker waits for it", slog.Any("error", err))
 		return rdb
 	}
 	log.Info("🔌 connected to Redis", slog.String("addr", cfg.Redis.Addr))
-	log.Info("📊 Redis server", slog.String("version", infoField(info, "redis_version")))
+	log.Info("📊 Redis server", slog.String("version", info["Server"]["redis_version"]))
 	return rdb
-}
-
-func infoField(info, field string) string {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // connectNATS connects with endless reconnects; a server that is down at

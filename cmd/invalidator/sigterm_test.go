@@ -147,16 +147,10 @@ func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
 	})
 }
 
-// eventually polls cond every 20ms until it holds or the deadline passes.
+// eventually polls cond until it holds or within has passed.
 func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testserver.Eventually(t, what, within, cond)
 }
 
 // jsonRecords decodes the JSON log lines of out, skipping other lines.

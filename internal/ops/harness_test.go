@@ -101,27 +101,12 @@ func newSystem(t *testing.T, o options) *system {
 }
 
 // testConfig is a worker config with short delays, as in worker's tests.
-func testConfig() worker.Config {
-	return worker.Config{
-		Concurrency:     4,
-		AckWait:         2 * time.Second,
-		Backoff:         []time.Duration{50 * time.Millisecond},
-		FetchMaxWait:    200 * time.Millisecond,
-		HealthInterval:  100 * time.Millisecond,
-		ShutdownTimeout: 10 * time.Second,
-	}
-}
+func testConfig() worker.Config { return testserver.WorkerConfig() }
 
-// eventually polls cond every 20ms until it holds or the deadline passes.
+// eventually polls cond until it holds or within has passed.
 func (s *system) eventually(what string, within time.Duration, cond func() bool) {
 	s.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("timed out after %s waiting for: %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testserver.Eventually(s.t, what, within, cond)
 }
 
 // response is one HTTP answer, body read.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -194,6 +193,3 @@ func (r *Redis) Stop() error {
 	r.cmd, r.done = nil, nil
 	return nil
 }
-
-// Dir is the server's working directory.
-func (r *Redis) Dir() string { return filepath.Clean(r.opts.Dir) }

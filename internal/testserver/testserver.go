@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,4 +101,29 @@ func JetStream(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream
 		tb.Fatal(err)
 	}
 	return nc, js
+}
+
+// Eventually polls cond every 20ms until it holds, failing the test when
+// within has passed.
+func Eventually(tb testing.TB, what string, within time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WorkerConfig is a worker configuration with short delays, for tests.
+func WorkerConfig() worker.Config {
+	return worker.Config{
+		Concurrency:     4,
+		AckWait:         2 * time.Second,
+		Backoff:         []time.Duration{50 * time.Millisecond},
+		FetchMaxWait:    200 * time.Millisecond,
+		HealthInterval:  100 * time.Millisecond,
+		ShutdownTimeout: 10 * time.Second,
+	}
 }
