@@ -39,6 +39,8 @@ type Worker struct {
 		lastEvent                                             atomic.Int64 // unix nanos
 	}
 	consumer atomic.Pointer[jetstream.Consumer]
+	started  chan struct{} // closed once Run has set up the stream and consumer
+	running  atomic.Bool   // Run has been called
 }
 
 // Deps are what a Worker works with; the caller owns the connections and
@@ -83,7 +85,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		d.Observer = nopObserver{}
 	}
 	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: d.Logger, obs: d.Observer,
-		warmer: d.Warmer, sched: d.Scheduler}
+		warmer: d.Warmer, sched: d.Scheduler, started: make(chan struct{})}
 	w.gate = newGate(d.Redis, d.Logger, d.Observer, cfg.HealthInterval)
 	return w, nil
 }
@@ -136,6 +138,14 @@ func (w *Worker) Consumer() jetstream.Consumer {
 	return nil
 }
 
+// Started returns a channel that is closed once Run has set up the streams
+// and the consumer and begins to fetch. It is never closed if Run fails or
+// its context ends before that.
+func (w *Worker) Started() <-chan struct{} { return w.started }
+
+// ErrAlreadyRunning is returned by a second call of Run on one Worker.
+var ErrAlreadyRunning = errors.New("worker: Run called twice")
+
 // Setup creates the stream and the dead-letter stream if they are missing
 // (existing ones are used as they are) and creates or updates the durable
 // consumer. Run calls it, retrying while NATS is unreachable.
@@ -175,6 +185,9 @@ func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) er
 // an error only if the server refuses the streams or the consumer (subjects
 // that overlap another stream's, say).
 func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
 	cons, err := w.setupWithRetry(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -204,6 +217,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.log.Info("✅ worker started", slog.String("stream", w.cfg.Stream), slog.String("consumer", w.cfg.Consumer),
 		slog.Int("concurrency", w.cfg.Concurrency))
+	close(w.started)
 	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	w.fetchLoop(ctx, workCtx, cons, p, slots)
