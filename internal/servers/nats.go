@@ -21,6 +21,9 @@ type NATSOptions struct {
 	StoreDir string
 	// Username and Password, when both set, require clients to log in.
 	Username, Password string
+	// NoJetStream starts a core NATS server without JetStream, as a user's
+	// mistake would.
+	NoJetStream bool
 }
 
 // StartNATS starts an in-process NATS server with JetStream and waits until it
@@ -39,7 +42,7 @@ func StartNATS(o NATSOptions) (*server.Server, error) {
 	opts := &server.Options{
 		Host:      o.Host,
 		Port:      o.Port,
-		JetStream: true,
+		JetStream: !o.NoJetStream,
 		StoreDir:  o.StoreDir,
 		NoLog:     true,
 		NoSigs:    true,

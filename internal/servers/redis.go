@@ -32,6 +32,9 @@ type RedisOptions struct {
 	Password string
 	// Stdout receives the server's log; nil discards it.
 	Stdout *os.File
+	// Args are more command-line options, such as "--enable-debug-command",
+	// "local" or "--maxmemory", "1mb"; they come after the ones above.
+	Args []string
 }
 
 // Redis is a running redis-server child process. Its methods are safe for
@@ -114,6 +117,7 @@ func (r *Redis) Start(ctx context.Context) error {
 	if r.opts.Password != "" {
 		args = append(args, "--requirepass", r.opts.Password)
 	}
+	args = append(args, r.opts.Args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = r.opts.Dir
 	if r.opts.Stdout != nil {
@@ -172,6 +176,16 @@ func (r *Redis) ping() error {
 		return errors.New("servers: redis not ready: " + strings.TrimSpace(line))
 	}
 	return nil
+}
+
+// PID is the process id of the running server, 0 if it is stopped.
+func (r *Redis) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
 }
 
 // Stop ends the server with SIGTERM (AOF is fsynced on every write, so nothing

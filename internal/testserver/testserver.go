@@ -127,3 +127,40 @@ func WorkerConfig() worker.Config {
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
+
+// WithArgs adds redis-server command-line options.
+func WithArgs(args ...string) RedisOption {
+	return func(o *servers.RedisOptions) { o.Args = append(o.Args, args...) }
+}
+
+// NATSBinary starts the nats-server binary on PATH with JetStream, on a free
+// loopback port. It skips the test with a clear message if the binary is
+// missing (CI installs it).
+func NATSBinary(tb testing.TB) *servers.NATSBinary {
+	tb.Helper()
+	n, err := servers.StartNATSBinary(context.Background(), tb.TempDir())
+	if errors.Is(err, servers.ErrNoNATSServer) {
+		tb.Skipf("skipped: %v", err)
+	}
+	if err != nil {
+		tb.Fatalf("start nats-server: %v", err)
+	}
+	tb.Cleanup(func() { _ = n.Stop() })
+	return n
+}
+
+// JetStreamURL connects to the NATS server at url and returns the connection
+// and its JetStream context, closed on cleanup.
+func JetStreamURL(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatalf("connect to NATS: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
