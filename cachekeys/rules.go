@@ -63,7 +63,9 @@ func Load(path string) (*Rules, error) {
 // Parse decodes and checks a rules file; file names it in errors. Decoding
 // is strict: unknown fields are refused rather than ignored. A file needs at
 // least one rule, an explicit section or a schedule entry; every rule needs a valid `on`
-// filter and at least one valid template (see [ParseTemplate]); every
+// filter that can match an event subject events.<entity>.<action> (so
+// `events.course` and `foo.>` are refused), and at least one valid template
+// (see [ParseTemplate]); every
 // explicit.allow entry is an exact key or a literal prefix holding the
 // separator followed by `*`.
 //

@@ -21,7 +21,7 @@ func TestParse(t *testing.T) {
 		{name: "rules only", given: "rules:\n  - on: events.a.*\n    invalidate: [\"a:{id}\"]\n"},
 		{name: "explicit only", given: "explicit:\n  allow: [\"user:*\"]\n"},
 		{name: "exact allow entry", given: "explicit:\n  allow: [\"user:1\", \"cache:x*\"]\n"},
-		{name: "duplicate on", given: "rules:\n  - on: a.b\n    invalidate: [a:1]\n  - on: a.b\n    invalidate: [a:2]\n"},
+		{name: "duplicate on", given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\n  - on: events.a.b\n    invalidate: [a:2]\n"},
 		{
 			name: "unknown rule field", wantErr: true,
 			given: "rules:\n  - on: events.a.*\n    invalidate: [\"a:{id}\"]\n    wram: [\"a:{id}\"]\n",
@@ -29,29 +29,58 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "unknown top-level field", wantErr: true,
-			given: "rules:\n  - on: a.b\n    invalidate: [a:1]\nschedules: []\n",
+			given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\nschedules: []\n",
 			want:  []string{`unknown field "schedules"`},
 		},
 		{name: "no rules", given: "rules: []\n", wantErr: true, want: []string{"rules.yaml: no rules"}},
 		{name: "no rules, empty schedule", given: "rules: []\nschedule: []\n", wantErr: true, want: []string{"rules.yaml: no rules"}},
 		{name: "warm is a known field", given: "rules:\n  - on: events.a.*\n    invalidate: [\"a:{id}\"]\n    warm: [{from: \"http://api/a/{id}\"}]\n"},
-		{name: "schedule is a known field", given: "rules:\n  - on: a.b\n    invalidate: [a:1]\nschedule: []\n"},
+		{name: "schedule is a known field", given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\nschedule: []\n"},
 		{name: "empty file", given: "# nothing\n", wantErr: true, want: []string{"empty rules file"}},
 		{name: "two documents", given: "rules: []\n---\nrules: []\n", wantErr: true, want: []string{"more than one YAML document"}},
 		{name: "not yaml", given: "rules: [\n", wantErr: true, want: []string{"rules.yaml"}},
 		{name: "missing on", given: "rules:\n  - invalidate: [a:1]\n", wantErr: true, want: []string{"rule 1", `missing "on"`}},
 		{
 			name: "bad on filter", wantErr: true,
-			given: "rules:\n  - on: a.b\n    invalidate: [a:1]\n  - on: events.Course.*\n    invalidate: [a:1]\n",
+			given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\n  - on: events.Course.*\n    invalidate: [a:1]\n",
 			want:  []string{`rule 2 (on "events.Course.*")`, "invalid subject filter", `'C'`},
 		},
 		{name: "empty token", given: "rules:\n  - on: events..x\n    invalidate: [a:1]\n", wantErr: true, want: []string{"empty token"}},
 		{name: "gt not last", given: "rules:\n  - on: events.>.x\n    invalidate: [a:1]\n", wantErr: true, want: []string{"last token"}},
+		{name: "every event", given: "rules:\n  - on: \">\"\n    invalidate: [a:1]\n"},
+		{name: "every event of the stream", given: "rules:\n  - on: events.>\n    invalidate: [a:1]\n"},
+		{name: "any prefix, any entity", given: "rules:\n  - on: \"*.*.updated\"\n    invalidate: [a:1]\n"},
+		{name: "entity, then gt", given: "rules:\n  - on: events.*.>\n    invalidate: [a:1]\n"},
+		{
+			name: "two tokens never match", wantErr: true,
+			given: "rules:\n  - on: events.course\n    invalidate: [a:1]\n",
+			want:  []string{`rule 1 (on "events.course")`, "can never match", "events.<entity>.<action>", "has 2", "events.course.*"},
+		},
+		{
+			name: "another prefix never matches", wantErr: true,
+			given: "rules:\n  - on: foo.>\n    invalidate: [a:1]\n",
+			want:  []string{`rule 1 (on "foo.>")`, "can never match", `must be "events", not "foo"`},
+		},
+		{
+			name: "four tokens never match", wantErr: true,
+			given: "rules:\n  - on: events.course.a.b\n    invalidate: [a:1]\n",
+			want:  []string{"can never match", "has 4"},
+		},
+		{
+			name: "gt after three tokens never matches", wantErr: true,
+			given: "rules:\n  - on: events.course.*.>\n    invalidate: [a:1]\n",
+			want:  []string{"can never match", "at least 4"},
+		},
+		{
+			name: "one token never matches", wantErr: true,
+			given: "rules:\n  - on: events\n    invalidate: [a:1]\n",
+			want:  []string{"can never match", "has 1"},
+		},
 		{name: "reserved subject", given: "rules:\n  - on: events.cache.invalidate\n    invalidate: [a:1]\n", wantErr: true, want: []string{"reserved"}},
-		{name: "missing invalidate", given: "rules:\n  - on: a.b\n", wantErr: true, want: []string{"rule 1", "at least one template"}},
+		{name: "missing invalidate", given: "rules:\n  - on: events.a.b\n", wantErr: true, want: []string{"rule 1", "at least one template"}},
 		{
 			name: "bad template", wantErr: true,
-			given: "rules:\n  - on: a.b\n    invalidate: [a:1]\n  - on: events.course.*\n    invalidate: [\"cache:{id}*\"]\n",
+			given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\n  - on: events.course.*\n    invalidate: [\"cache:{id}*\"]\n",
 			want:  []string{`rules.yaml: rule 2 (on "events.course.*"): template "cache:{id}*": segment`},
 		},
 		{name: "empty allow", given: "explicit:\n  allow: []\n", wantErr: true, want: []string{"at least one entry"}},
@@ -87,7 +116,7 @@ func TestParse(t *testing.T) {
 
 func TestRuleErrorFields(t *testing.T) {
 	t.Parallel()
-	_, err := cachekeys.Parse("r.yaml", []byte("rules:\n  - on: a.b\n    invalidate: [a:1]\n  - on: events.course.*\n    invalidate: [\"{id}\"]\n"))
+	_, err := cachekeys.Parse("r.yaml", []byte("rules:\n  - on: events.a.b\n    invalidate: [a:1]\n  - on: events.course.*\n    invalidate: [\"{id}\"]\n"))
 	var re *cachekeys.RuleError
 	if !errors.As(err, &re) {
 		t.Fatalf("error = %v, want *RuleError", err)
@@ -129,7 +158,7 @@ func TestLoadMissingFile(t *testing.T) {
 
 func TestListIsACopy(t *testing.T) {
 	t.Parallel()
-	r, err := cachekeys.Parse("r.yaml", []byte("rules:\n  - on: a.b\n    invalidate: [a:1]\nexplicit:\n  allow: [\"a:*\"]\n"))
+	r, err := cachekeys.Parse("r.yaml", []byte("rules:\n  - on: events.a.b\n    invalidate: [a:1]\nexplicit:\n  allow: [\"a:*\"]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,14 @@ import (
 // against the explicit section of the rules file; no rule is consulted.
 const InvalidateSubject = "events.cache.invalidate"
 
+// SubjectPrefix is the first token of every event subject,
+// events.<entity>.<action>; the worker's stream listens on SubjectPrefix.>.
+// (It is events.Prefix; cachekeys does not import events.)
+const SubjectPrefix = "events"
+
+// subjectTokens is the number of tokens of an event subject.
+const subjectTokens = 3
+
 // MatchSubject reports whether a NATS subject matches a filter. In the
 // filter, `*` matches exactly one token and `>`, as the last token, matches
 // one or more trailing tokens. A subject with an empty token never matches.
@@ -38,7 +46,9 @@ func validTokens(tokens []string) bool {
 }
 
 // checkFilter validates an `on` filter: dot-separated tokens, each made of
-// [a-z0-9_-], or `*`, or `>` as the last token.
+// [a-z0-9_-], or `*`, or `>` as the last token; and the filter must match at
+// least one event subject events.<entity>.<action>, or the rule would never
+// fire.
 func checkFilter(filter string) error {
 	if filter == InvalidateSubject {
 		return fmt.Errorf("subject %q is reserved for explicit invalidation", filter)
@@ -49,7 +59,32 @@ func checkFilter(filter string) error {
 			return fmt.Errorf("invalid subject filter: token %d %q: %w", i+1, t, err)
 		}
 	}
-	return nil
+	return canMatchEvent(tokens)
+}
+
+// canMatchEvent explains why a syntactically valid filter matches no
+// event subject, if it does not.
+func canMatchEvent(tokens []string) error {
+	const want = "event subjects are " + SubjectPrefix + ".<entity>.<action>"
+	if t := tokens[0]; t != SubjectPrefix && t != "*" && t != ">" {
+		return fmt.Errorf("the filter can never match: %s, and the stream listens on %s.>; the first token must be %q, not %q",
+			want, SubjectPrefix, SubjectPrefix, t)
+	}
+	n := len(tokens)
+	if tokens[n-1] == ">" {
+		if n > subjectTokens {
+			return fmt.Errorf("the filter can never match: %s (3 tokens), and this filter needs at least %d", want, n)
+		}
+		return nil
+	}
+	if n == subjectTokens {
+		return nil
+	}
+	err := fmt.Errorf("the filter can never match: %s (3 tokens), and this filter has %d", want, n)
+	if n == subjectTokens-1 {
+		err = fmt.Errorf("%w; for every event of the entity write %s.*", err, strings.Join(tokens, "."))
+	}
+	return err
 }
 
 func checkFilterToken(t string, last bool) error {

@@ -56,7 +56,7 @@ func warmRule(entries ...string) string {
 
 // scheduleFile is a rules file with the given schedule entries.
 func scheduleFile(entries ...string) string {
-	return "rules:\n  - on: a.b\n    invalidate: [a:1]\nschedule:\n  - " + strings.Join(entries, "\n  - ") + "\n"
+	return "rules:\n  - on: events.a.b\n    invalidate: [a:1]\nschedule:\n  - " + strings.Join(entries, "\n  - ") + "\n"
 }
 
 const goodSchedule = `{key: "cache:s:g", from: "http://api/s", every: 25s, ttl: 30s}`
@@ -78,7 +78,7 @@ func TestParseWarm(t *testing.T) {
 		{name: "schedule", given: scheduleFile(goodSchedule)},
 		{name: "schedule one second", given: scheduleFile(`{key: "cache:s:g", from: "http://api/s", every: 1s, ttl: 1s}`)},
 		{name: "schedule only", given: "schedule:\n  - " + goodSchedule + "\n"},
-		{name: "empty warm list", given: "rules:\n  - on: a.b\n    invalidate: [a:1]\n    warm: []\n"},
+		{name: "empty warm list", given: "rules:\n  - on: events.a.b\n    invalidate: [a:1]\n    warm: []\n"},
 
 		{
 			name: "ttl missing", wantErr: true,
