@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nuid"
@@ -76,7 +77,7 @@ func NewEvent(subject string, data map[string]any) Event {
 // and non-object values are malformed.
 func Decode(subject, msgID string, body []byte) (Event, error) {
 	if err := ValidateSubject(subject); err != nil {
-		return Event{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return Event{}, malformedSubject{err}
 	}
 	obj, err := decodeObject(body)
 	if err != nil {
@@ -87,6 +88,16 @@ func Decode(subject, msgID string, body []byte) (Event, error) {
 	}
 	return bareEvent(subject, msgID, obj), nil
 }
+
+// malformedSubject is an invalid subject as a malformed event: it wraps
+// both ErrMalformed and ErrInvalidSubject, and says "events:" once.
+type malformedSubject struct{ err error }
+
+func (m malformedSubject) Error() string {
+	return ErrMalformed.Error() + ": " + strings.TrimPrefix(m.err.Error(), "events: ")
+}
+
+func (m malformedSubject) Unwrap() []error { return []error{ErrMalformed, m.err} }
 
 // decodeObject parses body as exactly one JSON object, keeping numbers as
 // json.Number.

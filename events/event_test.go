@@ -60,7 +60,7 @@ func TestDecode(t *testing.T) {
 			want:      events.Event{ID: "generated", Type: subject, Subject: subject, Data: map[string]any{"SpecVersion": "1.0", "id": "x"}},
 		},
 		{name: "invalid subject", givenSubj: "events.Course.x", givenBody: `{}`, wantErr: events.ErrInvalidSubject,
-			wantErrText: `events: malformed event: events: invalid subject "events.Course.x": token "Course" must match [a-z0-9_-]+`},
+			wantErrText: `events: malformed event: invalid subject "events.Course.x": token "Course" must match [a-z0-9_-]+`},
 		{name: "empty body", givenBody: ``, wantErrText: "events: malformed event: empty body"},
 		{name: "whitespace body", givenBody: " \n", wantErrText: "events: malformed event: empty body"},
 		{name: "invalid json", givenBody: `{"a":}`, wantErrText: "invalid JSON"},

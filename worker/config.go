@@ -56,9 +56,10 @@ type Config struct {
 	// MaxDeliver is how many times an event is delivered before it is dead-lettered. Defaults to 5.
 	MaxDeliver int
 	// Backoff is the redelivery delay after each failed delivery (the last
-	// entry repeats), sent with the nak. Defaults to DefaultBackoff. Events
-	// whose ack never comes (a worker died) are redelivered by the server on
-	// its own schedule: AckWait, then doubling (2×, 4×, 8×).
+	// entry repeats), sent with the nak: the gaps between the deliveries of a
+	// failing event are exactly these. Defaults to DefaultBackoff. Events
+	// whose ack never comes (a worker died) are redelivered by the server
+	// AckWait after their last delivery.
 	Backoff []time.Duration
 	// AckWait is how long the server waits for an ack before it redelivers;
 	// long invalidations keep their event with progress signals. Defaults to 30s.
@@ -163,23 +164,16 @@ func (c Config) deadLetterConfig() jetstream.StreamConfig {
 	}
 }
 
-// ackBackoff is the consumer's redelivery schedule for events whose ack
-// never came (a worker that died): AckWait, then doubling, one step per
-// delivery but the last.
-func (c Config) ackBackoff() []time.Duration {
-	var b []time.Duration
-	for i := range min(c.MaxDeliver-1, 4) {
-		b = append(b, c.AckWait<<i)
-	}
-	return b
-}
-
+// consumerConfig carries no BackOff list on purpose: the server adds
+// BackOff[n-1] minus AckWait to every explicit nak delay, so with one the
+// delays between deliveries of a failing event would not be Backoff's. An
+// event whose ack never comes (its worker died) is redelivered AckWait after
+// its last delivery or progress signal.
 func (c Config) consumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       c.Consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		BackOff:       c.ackBackoff(),
 		MaxDeliver:    c.MaxDeliver,
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

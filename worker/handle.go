@@ -30,17 +30,6 @@ const (
 // and tries again before it is nak'ed for redelivery.
 const maxTransientRetries = 1000
 
-// ErrPermanent marks an event that no retry can apply (malformed or
-// rejected): it is dead-lettered at once. Check with errors.Is.
-var ErrPermanent = errors.New("permanent failure")
-
-// permanent wraps err so that errors.Is(err, ErrPermanent) holds while the
-// message stays err's own.
-type permanent struct{ error }
-
-func (p permanent) Is(target error) bool { return target == ErrPermanent }
-func (p permanent) Unwrap() error        { return p.error }
-
 // delivery is one message on its way through the handler.
 type delivery struct {
 	msg  jetstream.Msg
@@ -71,7 +60,7 @@ func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 func (w *Worker) prepare(msg jetstream.Msg) *delivery {
 	d := &delivery{msg: msg, rep: Report{Subject: msg.Subject()}}
 	if meta, err := msg.Metadata(); err == nil {
-		d.meta, d.rep.Deliveries = meta, meta.NumDelivered
+		d.meta, d.rep.Deliveries, d.rep.StreamSeq = meta, meta.NumDelivered, meta.Sequence.Stream
 	}
 	ev, err := events.Decode(msg.Subject(), msg.Headers().Get(events.HeaderMsgID), msg.Data())
 	if err != nil {
@@ -241,11 +230,12 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	if _, err := w.js.PublishMsg(pctx, dl); err != nil {
 		return fmt.Errorf("publish dead letter: %w", err)
 	}
-	reasonText := reason.Error()
-	if len(reasonText) > 200 {
-		reasonText = reasonText[:200]
+	if !w.termReason.Load() {
+		// Servers before 2.10.4 ignore "+TERM <reason>" and would redeliver
+		// the event; the reason is in the dead letter's HeaderError.
+		return msg.Term()
 	}
-	return msg.TermWithReason(reasonText)
+	return msg.TermWithReason(truncate(reason.Error(), 200))
 }
 
 func (w *Worker) record(rep Report) {
@@ -265,11 +255,13 @@ func (w *Worker) record(rep Report) {
 }
 
 func (w *Worker) logReport(rep Report, d time.Duration) {
-	attrs := []slog.Attr{
-		slog.String("subject", rep.Subject), slog.String("id", rep.ID),
-		slog.Int64("removed", rep.Removed), slog.Int64("scanned", rep.Scanned),
-		slog.Float64("ms", float64(d.Microseconds())/1000), slog.Uint64("delivery", rep.Deliveries),
+	attrs := []slog.Attr{slog.String("subject", rep.Subject)}
+	if rep.ID != "" {
+		attrs = append(attrs, slog.String("id", rep.ID))
 	}
+	attrs = append(attrs, slog.Uint64("seq", rep.StreamSeq),
+		slog.Int64("removed", rep.Removed), slog.Int64("scanned", rep.Scanned),
+		slog.Float64("ms", float64(d.Microseconds())/1000), slog.Uint64("delivery", rep.Deliveries))
 	ctx := context.Background()
 	switch rep.Outcome {
 	case Applied:

@@ -32,9 +32,37 @@ type harness struct {
 
 func newHarness(t testing.TB, ropts ...testserver.RedisOption) *harness {
 	t.Helper()
-	r := testserver.Redis(t, ropts...)
 	ns := testserver.NATS(t)
 	_, js := testserver.JetStream(t, ns)
+	h := newHarnessOn(t, js, ropts...)
+	h.ns = ns
+	return h
+}
+
+// natsKinds are the NATS servers the tests that depend on server behaviour
+// run against: the embedded one (go.mod's version) and the nats-server
+// binary on PATH (Debian's 2.9, which users run).
+var natsKinds = []struct {
+	name  string
+	start func(t testing.TB) jetstream.JetStream
+}{
+	{"embedded", func(t testing.TB) jetstream.JetStream {
+		_, js := testserver.JetStream(t, testserver.NATS(t))
+		return js
+	}},
+	{"binary", func(t testing.TB) jetstream.JetStream {
+		n := testserver.NATSBinary(t)
+		t.Logf("nats-server %s from PATH", n.Version())
+		_, js := testserver.JetStreamURL(t, n.URL())
+		return js
+	}},
+}
+
+// newHarnessOn is newHarness on a JetStream of the caller's choosing; its
+// ns is nil.
+func newHarnessOn(t testing.TB, js jetstream.JetStream, ropts ...testserver.RedisOption) *harness {
+	t.Helper()
+	r := testserver.Redis(t, ropts...)
 	pub, err := events.NewPublisher(js, events.WithSource("test"))
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +71,7 @@ func newHarness(t testing.TB, ropts ...testserver.RedisOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, redis: r, rdb: testserver.RedisClient(t, r), ns: ns, js: js, pub: pub, rules: rules}
+	return &harness{t: t, redis: r, rdb: testserver.RedisClient(t, r), js: js, pub: pub, rules: rules}
 }
 
 // testConfig is a worker config with short delays, for tests.

@@ -33,6 +33,9 @@ type Report struct {
 	Result
 	// Err is why the event was retried or dead-lettered.
 	Err error
+	// StreamSeq is the event's sequence in the stream (0 if unknown): what
+	// names an event that could not be decoded.
+	StreamSeq uint64
 	// Deliveries is the delivery count of this message, from 1.
 	Deliveries uint64
 	// Lag is from the event's time (or its publication) to the outcome.

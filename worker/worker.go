@@ -40,7 +40,9 @@ type Worker struct {
 	}
 	consumer atomic.Pointer[jetstream.Consumer]
 	started  chan struct{} // closed once Run has set up the stream and consumer
-	running  atomic.Bool   // Run has been called
+	// termReason: the server honours TermWithReason (2.10.4 and later).
+	termReason atomic.Bool
+	running    atomic.Bool // Run has been called
 }
 
 // Deps are what a Worker works with; the caller owns the connections and
@@ -150,11 +152,15 @@ var ErrAlreadyRunning = errors.New("worker: Run called twice")
 // (existing ones are used as they are) and creates or updates the durable
 // consumer. Run calls it, retrying while NATS is unreachable.
 func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
+	if _, err := w.js.AccountInfo(ctx); jetStreamDisabled(err) != nil {
+		return nil, ErrJetStreamDisabled
+	}
 	for _, sc := range []jetstream.StreamConfig{w.cfg.streamConfig(), w.cfg.deadLetterConfig()} {
 		if err := w.ensureStream(ctx, sc); err != nil {
 			return nil, err
 		}
 	}
+	w.termReason.Store(atLeast(w.js.Conn().ConnectedServerVersion(), termWithReasonSince))
 	c, err := w.js.CreateOrUpdateConsumer(ctx, w.cfg.Stream, w.cfg.consumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %q on stream %q: %w", w.cfg.Consumer, w.cfg.Stream, err)
@@ -234,9 +240,8 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 		if err == nil {
 			return c, nil
 		}
-		var api *jetstream.APIError
-		if errors.As(err, &api) && api.Code == 400 {
-			return nil, err // the server refuses the configuration: retrying will not help
+		if fatalSetup(err) {
+			return nil, err // the server refuses the configuration, or has no JetStream
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			w.log.Warn("⚠️ JetStream setup failed, retrying", slog.Any("error", err), slog.Int("attempt", attempt))
