@@ -1,0 +1,95 @@
+// Command bench measures the invalidator against its floors on the same
+// servers in one run, and writes a Markdown table and an SVG chart:
+//
+//	go run ./internal/bench                    # 1M keys, about 5 minutes
+//	go run ./internal/bench -keys 10000000     # the 10M-key figures (long)
+//
+// It starts its own redis-server (from PATH) and an embedded JetStream
+// server on loopback ports, and reports every figure as a ratio against a
+// baseline measured in the same run (one SCAN pass, the bare
+// fetch→UNLINK→ack loop, GET latency with no sweep), because the absolute
+// numbers of a shared 2-core machine mean little.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+type options struct {
+	keys         int
+	patternEvts  int
+	perEventEvts int
+	exactEvts    int
+	steadyRate   int
+	steadyFor    time.Duration
+	budget       int
+	patterns10k  int
+	out          string
+	only         string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.keys, "keys", 1_000_000, "keys in the keyspace")
+	flag.IntVar(&o.patternEvts, "pattern-events", 200, "backlog of pattern events with distinct ids (shared sweeps)")
+	flag.IntVar(&o.perEventEvts, "per-event-events", 10, "pattern events run through the one-pass-per-event engine (its cost grows with each; the rate is what is compared)")
+	flag.IntVar(&o.exactEvts, "exact-events", 50_000, "exact-key events for the throughput figures")
+	flag.IntVar(&o.steadyRate, "steady-rate", 50, "pattern events per second published in the steady test")
+	flag.DurationVar(&o.steadyFor, "steady-for", 20*time.Second, "length of the steady test")
+	flag.IntVar(&o.budget, "budget", 0, "SCAN_BUDGET for the latency test (keys/s); 0 picks a fifth of the unpaced rate")
+	flag.IntVar(&o.patterns10k, "rss-patterns", 1000, "active patterns in the RSS test")
+	flag.StringVar(&o.out, "out", "docs/bench", "directory for results.md and results.svg")
+	flag.StringVar(&o.only, "only", "", "run only this scenario: patterns, exact, steady, latency, rss")
+	flag.Parse()
+	log.SetFlags(log.Ltime)
+	if err := run(context.Background(), o); err != nil {
+		log.Fatalf("bench: %v", err)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	srv, err := startEnv(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer srv.close()
+	rep := &report{keys: o.keys, started: time.Now()}
+	steps := []struct {
+		name string
+		fn   func(context.Context, *env, options, *report) error
+	}{
+		{"patterns", patternScenario},
+		{"exact", exactScenario},
+		{"steady", steadyScenario},
+		{"latency", latencyScenario},
+		{"rss", rssScenario},
+	}
+	for _, s := range steps {
+		if o.only != "" && o.only != s.name {
+			continue
+		}
+		log.Printf("== %s", s.name)
+		if err := s.fn(ctx, srv, o, rep); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	md := filepath.Join(o.out, "results.md")
+	if err := os.WriteFile(md, []byte(rep.markdown()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.out, "results.svg"), []byte(rep.svg()), 0o644); err != nil {
+		return err
+	}
+	fmt.Print(rep.markdown())
+	log.Printf("wrote %s and results.svg", md)
+	return nil
+}

@@ -1,0 +1,568 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+)
+
+const perCourse = 20
+
+// benchRules is the rule of the issue's measurement: 20 keys per course.
+const benchRules = `rules:
+  - on: events.course.*
+    invalidate: ["cache:course_analytics:{course_id}:*"]
+  - on: events.user.*
+    invalidate: ["user:{user_id}"]
+`
+
+func rules() *cachekeys.Rules {
+	r, err := cachekeys.Parse("bench.yaml", []byte(benchRules))
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// lags collects the lag (stream publication → outcome) of applied events.
+type lags struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *lags) EventDone(r worker.Report) {
+	if r.Outcome == worker.Applied {
+		l.mu.Lock()
+		l.d = append(l.d, r.Lag)
+		l.mu.Unlock()
+	}
+}
+func (l *lags) RedisUp(bool) {}
+
+func (l *lags) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return quantile(l.d, q)
+}
+
+func quantile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(int(q*float64(len(s))), len(s)-1)]
+}
+
+// startWorker runs a worker with the default configuration until stop is called.
+func startWorker(e *env, eng worker.Engine, obs worker.Observer) (w *worker.Worker, stop func(), err error) {
+	w, err = worker.New(worker.Config{}, worker.Deps{JetStream: e.js, Redis: e.rdb, Rules: rules(), Engine: eng, Observer: obs})
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	select {
+	case <-w.Started():
+	case err := <-done:
+		cancel()
+		return nil, nil, fmt.Errorf("worker: %v", err)
+	}
+	return w, func() { cancel(); <-done }, nil
+}
+
+// waitApplied waits until w has applied n events, at most limit.
+func waitApplied(w *worker.Worker, n int64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for w.Stats().Applied < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d events applied after %s", w.Stats().Applied, n, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// drain runs a fresh worker over the backlog of n events and times it.
+func drain(e *env, eng worker.Engine, n int) (time.Duration, error) {
+	w, stop, err := startWorker(e, eng, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	start := time.Now() // from the consumer's first fetch: set-up is not throughput
+	if err := waitApplied(w, int64(n), 2*time.Hour); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// checkCourses verifies that the keys of courses [0, n) are gone and that
+// every neighbour key is still there.
+func (e *env) checkCourses(ctx context.Context, n, total int) error {
+	for c := range n {
+		if k, err := e.rdb.Exists(ctx, courseKey(c, 0), courseKey(c, perCourse-1)).Result(); err != nil || k != 0 {
+			return fmt.Errorf("course %d: keys left (%d, %v)", c, k, err)
+		}
+	}
+	for c := range total {
+		if k, err := e.rdb.Exists(ctx, neighbourKey(c)).Result(); err != nil || k != 1 {
+			return fmt.Errorf("neighbour %s was removed", neighbourKey(c))
+		}
+	}
+	return nil
+}
+
+func patternScenario(ctx context.Context, e *env, o options, rep *report) error {
+	courses := o.patternEvts
+	if err := e.populate(ctx, o.keys, courses, perCourse); err != nil {
+		return err
+	}
+	pass, passCalls, err := e.scanPass(ctx)
+	if err != nil {
+		return err
+	}
+	rep.pass = pass
+	log.Printf("one SCAN COUNT 1000 pass: %v, %d calls", pass, passCalls)
+	rep.add(row{group: "patterns", name: "one SCAN COUNT 1000 pass (the baseline)", value: pass, calls: passCalls, ratio: 1})
+
+	// The worker with shared sweeps, over a backlog.
+	e.resetNATS(ctx)
+	if err := e.publishCourses(ctx, 0, courses); err != nil {
+		return err
+	}
+	_ = e.resetStats(ctx)
+	shared, closeShared, err := sharedEngine(e.rdb, 0)
+	if err != nil {
+		return err
+	}
+	d, err := drain(e, shared, courses)
+	closeShared()
+	if err != nil {
+		return err
+	}
+	calls, _ := e.scanCalls(ctx)
+	if err := e.checkCourses(ctx, courses, courses); err != nil {
+		return err
+	}
+	log.Printf("worker, shared sweeps: %d events in %v, %d SCAN calls", courses, d, calls)
+	rep.add(row{group: "patterns", name: fmt.Sprintf("worker (shared sweeps): backlog of %d pattern events", courses),
+		value: d, calls: calls, ratio: ratio(d, pass), callsRatio: float64(calls) / float64(passCalls), target: "≤ 2 passes, ≤ 2 passes' calls",
+		ok: d <= 2*pass+pass/2 && calls <= 2*passCalls})
+
+	// One pass per event: measured on fewer events, reported per event.
+	m := min(o.perEventEvts, courses)
+	if err := e.addCourses(ctx, 0, m, perCourse); err != nil {
+		return err
+	}
+	e.resetNATS(ctx)
+	if err := e.publishCourses(ctx, 0, m); err != nil {
+		return err
+	}
+	_ = e.resetStats(ctx)
+	d, err = drain(e, perEventEngine(e.rdb), m)
+	if err != nil {
+		return err
+	}
+	calls, _ = e.scanCalls(ctx)
+	per := d / time.Duration(m)
+	log.Printf("one pass per event: %d events in %v (%v each), %d SCAN calls", m, d, per, calls)
+	rep.add(row{group: "patterns", name: fmt.Sprintf("one pass per event (measured on %d events), for %d events", m, courses),
+		value: per * time.Duration(courses), calls: calls * courses / m, ratio: ratio(per*time.Duration(courses), pass),
+		callsRatio: float64(calls*courses/m) / float64(passCalls), note: "extrapolated"})
+
+	// redis-cli one-liner and the blocking Lua loop, per pattern.
+	const tries = 3
+	if err := e.addCourses(ctx, 0, tries, perCourse); err != nil {
+		return err
+	}
+	var cli time.Duration
+	for c := range tries {
+		pat := "cache:course_analytics:" + strconv.Itoa(c) + ":*"
+		start := time.Now()
+		sh := fmt.Sprintf("redis-cli -h 127.0.0.1 -p %s --scan --pattern %q | xargs -r redis-cli -h 127.0.0.1 -p %s unlink >/dev/null",
+			port(e), pat, port(e))
+		if out, err := exec.CommandContext(ctx, "sh", "-c", sh).CombinedOutput(); err != nil {
+			return fmt.Errorf("redis-cli: %v: %s", err, out)
+		}
+		cli += time.Since(start)
+	}
+	if err := e.checkCourses(ctx, tries, courses); err != nil {
+		return fmt.Errorf("redis-cli one-liner: %w", err)
+	}
+	cli /= tries
+	rep.add(row{group: "patterns", name: fmt.Sprintf("redis-cli --scan | xargs unlink, for %d events", courses),
+		value: cli * time.Duration(courses), ratio: ratio(cli*time.Duration(courses), pass), note: fmt.Sprintf("%v per pattern", cli.Round(time.Millisecond))})
+
+	if err := e.addCourses(ctx, 0, tries, perCourse); err != nil {
+		return err
+	}
+	var lua time.Duration
+	for c := range tries {
+		start := time.Now()
+		if err := luaPurge.Run(ctx, e.rdb, nil, "cache:course_analytics:"+strconv.Itoa(c)+":*").Err(); err != nil {
+			return fmt.Errorf("lua: %w", err)
+		}
+		lua += time.Since(start)
+	}
+	if err := e.checkCourses(ctx, tries, courses); err != nil {
+		return fmt.Errorf("lua loop: %w", err)
+	}
+	lua /= tries
+	rep.add(row{group: "patterns", name: fmt.Sprintf("server-side Lua SCAN+UNLINK loop (blocks Redis), for %d events", courses),
+		value: lua * time.Duration(courses), ratio: ratio(lua*time.Duration(courses), pass), note: fmt.Sprintf("%v per pattern, Redis blocked throughout", lua.Round(time.Millisecond))})
+	return nil
+}
+
+// luaPurge is the blocking floor: one script walks the keyspace and
+// unlinks every match, holding Redis for the whole walk.
+var luaPurge = redis.NewScript(`
+local cursor = "0"
+repeat
+  local r = redis.call("SCAN", cursor, "MATCH", ARGV[1], "COUNT", 1000)
+  cursor = r[1]
+  if #r[2] > 0 then redis.call("UNLINK", unpack(r[2])) end
+until cursor == "0"
+return 0`)
+
+func port(e *env) string {
+	_, p, _ := strings.Cut(e.redis.Addr(), ":")
+	return p
+}
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// exactScenario compares exact-key events through the worker with the bare
+// fetch → UNLINK → ack loop, from a backlog and while publishing.
+func exactScenario(ctx context.Context, e *env, o options, rep *report) error {
+	n := o.exactEvts
+	// consume is called once the stream is ready; it calls started (once
+	// its consumer is set up) and returns when n events are applied.
+	var end time.Time
+	measure := func(live bool, consume func(n int, started func()) error) (float64, error) {
+		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+			return 0, err
+		}
+		if err := e.rdb.Do(ctx, "DEBUG", "POPULATE", n, "user").Err(); err != nil { // user:0 … user:n-1
+			return 0, err
+		}
+		e.resetNATS(ctx)
+		if err := e.ensureStream(ctx); err != nil {
+			return 0, err
+		}
+		var start time.Time
+		end = time.Time{}
+		if live {
+			errc := make(chan error, 1)
+			if err := consume(n, func() {
+				start = time.Now()
+				go func() { errc <- publishUsers(e, n) }()
+			}); err != nil {
+				return 0, err
+			}
+			if err := <-errc; err != nil {
+				return 0, err
+			}
+		} else {
+			if err := publishUsers(e, n); err != nil {
+				return 0, err
+			}
+			if err := consume(n, func() { start = time.Now() }); err != nil {
+				return 0, err
+			}
+		}
+		if end.IsZero() {
+			end = time.Now()
+		}
+		rate := float64(n) / end.Sub(start).Seconds()
+		if left, _ := e.countKeys(ctx, "user:*"); left != 0 {
+			return 0, fmt.Errorf("%d user keys left", left)
+		}
+		return rate, nil
+	}
+	for _, live := range []bool{false, true} {
+		mode := "backlog"
+		target := 0.8
+		if live {
+			mode, target = "while publishing", 0.9
+		}
+		floor, err := measure(live, func(n int, started func()) error { return bare(ctx, e, n, started) })
+		if err != nil {
+			return fmt.Errorf("bare floor: %w", err)
+		}
+		shared, closeShared, err := sharedEngine(e.rdb, 0)
+		if err != nil {
+			return err
+		}
+		got, err := measure(live, func(n int, started func()) error {
+			w, stop, err := startWorker(e, shared, nil)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			started()
+			err = waitApplied(w, int64(n), 10*time.Minute)
+			end = time.Now() // before stop: shutdown is not throughput
+			return err
+		})
+		closeShared()
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		log.Printf("exact keys, %s: worker %.0f/s, bare floor %.0f/s", mode, got, floor)
+		rep.add(row{group: "exact", name: "bare fetch → UNLINK → ack loop, " + mode, rate: floor, ratio: 1})
+		rep.add(row{group: "exact", name: "worker, " + mode, rate: got, ratio: got / floor,
+			target: fmt.Sprintf("≥ %.1f× the floor", target), ok: got/floor >= target})
+	}
+	return nil
+}
+
+// publishUsers publishes n exact-key events, user 0 … n-1, asynchronously.
+func publishUsers(e *env, n int) error {
+	for i := range n {
+		id := strconv.Itoa(i)
+		m := nats.NewMsg("events.user.updated")
+		m.Data = []byte(`{"user_id": "` + id + `"}`)
+		m.Header.Set("Bench-Id", id)
+		if _, err := e.js.PublishMsgAsync(m); err != nil {
+			return err
+		}
+		if i%5000 == 4999 {
+			<-e.js.PublishAsyncComplete()
+		}
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+		return nil
+	case <-time.After(5 * time.Minute):
+		return fmt.Errorf("publishing %d events took over 5 minutes", n)
+	}
+}
+
+// bare is the floor: fetch, one pipelined UNLINK per batch, ack.
+func bare(ctx context.Context, e *env, n int, started func()) error {
+	c, err := e.js.CreateOrUpdateConsumer(ctx, "EVENTS", jetstream.ConsumerConfig{Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 10000})
+	if err != nil {
+		return err
+	}
+	started()
+	for got := 0; got < n; {
+		batch, err := c.Fetch(min(n-got, 1000), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		pipe := e.rdb.Pipeline()
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+			pipe.Unlink(ctx, "user:"+m.Headers().Get("Bench-Id"))
+		}
+		if len(msgs) == 0 {
+			return fmt.Errorf("bare consumer fetched nothing after %d of %d", got, n)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			_ = m.Ack()
+		}
+		got += len(msgs)
+	}
+	return nil
+}
+
+// steadyScenario publishes pattern events at a steady rate and reports the
+// lag from publication to keys gone.
+func steadyScenario(ctx context.Context, e *env, o options, rep *report) error {
+	total := o.steadyRate * int(o.steadyFor/time.Second)
+	if err := e.populate(ctx, o.keys, total, perCourse); err != nil {
+		return err
+	}
+	if rep.pass == 0 {
+		if rep.pass, _, _ = e.scanPass(ctx); rep.pass == 0 {
+			return fmt.Errorf("no pass time")
+		}
+	}
+	e.resetNATS(ctx)
+	if err := e.ensureStream(ctx); err != nil {
+		return err
+	}
+	shared, closeShared, err := sharedEngine(e.rdb, 0)
+	if err != nil {
+		return err
+	}
+	defer closeShared()
+	obs := &lags{}
+	w, stop, err := startWorker(e, shared, obs)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	t := time.NewTicker(time.Second / time.Duration(o.steadyRate))
+	for c := range total {
+		<-t.C
+		m := nats.NewMsg("events.course.updated")
+		m.Data = []byte(`{"course_id": "` + strconv.Itoa(c) + `"}`)
+		if _, err := e.js.PublishMsgAsync(m); err != nil {
+			return err
+		}
+	}
+	t.Stop()
+	<-e.js.PublishAsyncComplete()
+	if err := waitApplied(w, int64(total), 10*time.Minute); err != nil {
+		return err
+	}
+	if err := e.checkCourses(ctx, total, total); err != nil {
+		return err
+	}
+	p50, p99 := obs.quantile(0.5), obs.quantile(0.99)
+	log.Printf("steady %d/s: lag p50 %v, p99 %v (pass %v)", o.steadyRate, p50, p99, rep.pass)
+	rep.add(row{group: "steady", name: fmt.Sprintf("%d pattern events/s for %s: publish → keys gone, p50", o.steadyRate, o.steadyFor), value: p50, ratio: ratio(p50, rep.pass)})
+	rep.add(row{group: "steady", name: fmt.Sprintf("%d pattern events/s for %s: publish → keys gone, p99", o.steadyRate, o.steadyFor), value: p99, ratio: ratio(p99, rep.pass),
+		target: "≤ 2 passes", ok: p99 <= 2*rep.pass})
+	return nil
+}
+
+// latencyScenario measures a concurrent GET client's latency with no sweep,
+// during an unpaced sweep and during a sweep paced by a budget.
+func latencyScenario(ctx context.Context, e *env, o options, rep *report) error {
+	if err := e.populate(ctx, o.keys, 0, 0); err != nil {
+		return err
+	}
+	if err := e.rdb.Set(ctx, "hot", "value", 0).Err(); err != nil {
+		return err
+	}
+	getter := redis.NewClient(&redis.Options{Addr: e.redis.Addr(), PoolSize: 1})
+	defer getter.Close()
+	sample := func(during func() error) (p50, p99 time.Duration, err error) {
+		var (
+			d    []time.Duration
+			stop = make(chan struct{})
+			wg   sync.WaitGroup
+		)
+		wg.Go(func() {
+			for i := 0; i < 10_000_000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				_ = getter.Get(ctx, "hot").Err()
+				d = append(d, time.Since(start))
+				time.Sleep(200 * time.Microsecond)
+			}
+		})
+		err = during()
+		close(stop)
+		wg.Wait()
+		return quantile(d, 0.5), quantile(d, 0.99), err
+	}
+	b50, b99, _ := sample(func() error { time.Sleep(3 * time.Second); return nil })
+	var unpaced time.Duration
+	u50, u99, err := sample(func() error {
+		start := time.Now()
+		err := sweepOnce(ctx, e.rdb, 0, "nomatch:*")
+		unpaced = time.Since(start)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	budget := o.budget
+	if budget == 0 {
+		budget = max(int(float64(o.keys)/unpaced.Seconds()/5), 1000)
+	}
+	var paced time.Duration
+	p50, p99, err := sample(func() error {
+		start := time.Now()
+		err := sweepOnce(ctx, e.rdb, budget, "nomatch:*")
+		paced = time.Since(start)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	log.Printf("GET p50/p99: none %v/%v, unpaced %v/%v (%v), budget %d/s %v/%v (%v)", b50, b99, u50, u99, unpaced, budget, p50, p99, paced)
+	rep.add(row{group: "latency", name: fmt.Sprintf("GET p99, no sweep (p50 %v)", b50.Round(time.Microsecond)), value: b99, ratio: 1})
+	rep.add(row{group: "latency", name: fmt.Sprintf("GET p99 during a sweep, no budget (p50 %v; sweep %v)", u50.Round(time.Microsecond), unpaced.Round(time.Millisecond)), value: u99, ratio: ratio(u99, b99)})
+	rep.add(row{group: "latency", name: fmt.Sprintf("GET p99 during a sweep, SCAN_BUDGET=%d (p50 %v; sweep %v)", budget, p50.Round(time.Microsecond), paced.Round(time.Millisecond)), value: p99, ratio: ratio(p99, b99),
+		target: "≤ 2× no sweep", ok: p99 <= 2*b99})
+	return nil
+}
+
+// rssScenario runs the real binary over active patterns and reports its peak RSS.
+func rssScenario(ctx context.Context, e *env, o options, rep *report) error {
+	n := o.patterns10k
+	if err := e.populate(ctx, o.keys, n, perCourse); err != nil {
+		return err
+	}
+	e.resetNATS(ctx)
+	if err := e.publishCourses(ctx, 0, n); err != nil {
+		return err
+	}
+	bin := filepath.Join(e.dir, "invalidator")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/invalidator").CombinedOutput(); err != nil {
+		return fmt.Errorf("build: %v: %s", err, out)
+	}
+	rulesPath := filepath.Join(e.dir, "rules.yaml")
+	if err := os.WriteFile(rulesPath, []byte(benchRules), 0o644); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, "run")
+	cmd.Env = append(os.Environ(), "REDIS_URL=redis://"+e.redis.Addr()+"/0", "NATS_URL="+e.ns.ClientURL(),
+		"INVALIDATOR_RULES="+rulesPath, "HTTP_ADDR=", "LOG_LEVEL=warn", "LOG_FORMAT=json")
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	start := time.Now()
+	deadline := start.Add(2 * time.Hour)
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		if left, err := e.rdb.Exists(ctx, courseKey(n-1, 0), courseKey(0, 0)).Result(); err == nil && left == 0 {
+			if k, _ := e.countKeys(ctx, "cache:course_analytics:*:1"); k == 0 {
+				break
+			}
+		}
+	}
+	hwm := vmHWM(cmd.Process.Pid)
+	took := time.Since(start)
+	log.Printf("binary: %d pattern events on %d keys in %v, peak RSS %d KiB", n, o.keys, took, hwm)
+	rep.add(row{group: "rss", name: fmt.Sprintf("worker binary: peak RSS with %d active patterns on %d keys", n, o.keys),
+		kib: hwm, value: took, ratio: ratio(took, max(rep.pass, 1)), target: "≤ 64 MiB", ok: hwm <= 64*1024,
+		note: "value is the drain time"})
+	return nil
+}
+
+func vmHWM(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return 0
+}
