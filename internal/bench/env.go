@@ -110,7 +110,9 @@ func (e *env) addCourses(ctx context.Context, from, courses, perCourse int) erro
 	return err
 }
 
-func courseKey(c, i int) string { return "cache:course_analytics:" + strconv.Itoa(c) + ":" + strconv.Itoa(i) }
+func courseKey(c, i int) string {
+	return "cache:course_analytics:" + strconv.Itoa(c) + ":" + strconv.Itoa(i)
+}
 func neighbourKey(c int) string { return "cache:course_analytics:" + strconv.Itoa(c) + "_n:x" }
 
 // countKeys counts the keys matching pattern (a SCAN MATCH walk).
