@@ -18,8 +18,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/redis/go-redis/v9"
 )
 
 // Exit codes.
@@ -33,7 +37,7 @@ const (
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
-	getenv         func(string) string // nil means os.LookupEnv
+	getenv         func(string) string // nil means the process environment, read by internal/config
 }
 
 // usageError is bad usage or configuration: exit code 2.
@@ -60,6 +64,10 @@ func commands() []command {
 }
 
 func main() {
+	// go-redis logs dial failures through its own logger, straight to
+	// stderr; each command reports them itself, and run and dev route the
+	// logger through theirs at debug level (newLogger).
+	redis.SetLogger(logging.RedisLogger{Log: slog.New(slog.DiscardHandler)})
 	e := env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
 	os.Exit(run(context.Background(), e, os.Args[1:]))
 }
@@ -140,8 +148,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
-				return nil, err
+				return nil, err // Parse has already called fs.Usage
 			}
 			return nil, usageError{err}
 		}

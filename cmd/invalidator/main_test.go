@@ -18,7 +18,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-const rulesFile = "../../testdata/rules.yaml"
+const (
+	rulesFile = "../../testdata/rules.yaml"
+	warmRules = "testdata/warm-env.yaml" // headers_from_env names WARM_API_AUTH
+	// neverMatches has a rule on a two-token subject, which no event has.
+	neverMatches = "testdata/never-matches.yaml"
+)
 
 func TestMain(m *testing.M) {
 	code := m.Run()
@@ -179,6 +184,56 @@ func TestRun(t *testing.T) {
 			wantStderrLines: 1,
 		},
 		{
+			name:            "run without a rules file",
+			given:           given{args: []string{"run"}},
+			want:            exitUsage,
+			wantStderr:      []string{"INVALIDATOR_RULES", "must name the rules file"},
+			wantStderrLines: 1,
+		},
+		{
+			name: "run with a bad HTTP_ADDR stops before connecting",
+			given: given{args: []string{"run"}, env: map[string]string{"INVALIDATOR_RULES": rulesFile, "HTTP_ADDR": "notaport",
+				"REDIS_URL": "redis://127.0.0.1:1/0", "NATS_URL": "nats://127.0.0.1:1"}},
+			want:            exitUsage,
+			wantStderr:      []string{"HTTP_ADDR", `"notaport"`},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "rules check of a filter that never matches",
+			given:           given{args: []string{"rules", "check", neverMatches}},
+			want:            exitUsage,
+			wantStderr:      []string{neverMatches, `on "events.course"`, "can never match"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "run with a filter that never matches",
+			given:           given{args: []string{"run"}, env: map[string]string{"INVALIDATOR_RULES": neverMatches}},
+			want:            exitUsage,
+			wantStderr:      []string{"can never match"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "rules check names an unset headers_from_env variable",
+			given:           given{args: []string{"rules", "check", warmRules}},
+			want:            exitOK,
+			wantStdout:      []string{"rules, OK", "$WARM_API_AUTH"},
+			wantStderr:      []string{"⚠️", "not set", "WARM_API_AUTH", "--require-env"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "rules check --require-env refuses an unset headers_from_env variable",
+			given:           given{args: []string{"rules", "check", "--require-env", warmRules}},
+			want:            exitUsage,
+			wantStderr:      []string{"WARM_API_AUTH", "not set"},
+			wantStderrLines: 1,
+		},
+		{
+			name:       "rules check --require-env with the variable set",
+			given:      given{args: []string{"rules", "check", warmRules, "--require-env"}, env: map[string]string{"WARM_API_AUTH": "Bearer s3cret"}},
+			want:       exitOK,
+			wantStdout: []string{"rules, OK"},
+		},
+		{
 			name:            "run with a broken rules file",
 			given:           given{args: []string{"run"}, env: map[string]string{"INVALIDATOR_RULES": broken}},
 			want:            exitUsage,
@@ -227,7 +282,7 @@ func TestRun(t *testing.T) {
 			name:       "rules explain of a missing field",
 			given:      given{args: []string{"rules", "explain", rulesFile, "events.course.updated", `{}`}},
 			want:       exitFailure,
-			wantStdout: []string{"rejected"},
+			wantStdout: []string{"rejected: field course_id"},
 		},
 		{
 			name:       "rules without a subcommand",
@@ -276,6 +331,27 @@ func TestRun(t *testing.T) {
 			wantStderrLines: 1,
 		},
 		{
+			name:            "purge reads the pool settings",
+			given:           given{args: []string{"purge", "user:1"}, env: map[string]string{"REDIS_MAX_CONNECTIONS": "lots"}},
+			want:            exitUsage,
+			wantStderr:      []string{"REDIS_MAX_CONNECTIONS"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "purge reads SCAN_COUNT",
+			given:           given{args: []string{"purge", "user:1"}, env: map[string]string{"SCAN_COUNT": "0"}},
+			want:            exitUsage,
+			wantStderr:      []string{"SCAN_COUNT"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "publish checks NATS_URL",
+			given:           given{args: []string{"publish", "events.course.updated", "{}"}, env: map[string]string{"NATS_URL": "http://u:s3cret@x"}},
+			want:            exitUsage,
+			wantStderr:      []string{"NATS_URL"},
+			wantStderrLines: 1,
+		},
+		{
 			name:            "purge with a bad Redis URL hides the password",
 			given:           given{args: []string{"purge", "user:1"}, env: map[string]string{"REDIS_URL": "redis://:s3cret@host:x/0"}},
 			want:            exitUsage,
@@ -302,6 +378,9 @@ func TestRun(t *testing.T) {
 			}
 			if n := len(lines(got.stderr)); tt.wantStderrLines > 0 && n != tt.wantStderrLines {
 				t.Errorf("stderr has %d lines, want %d:\n%s", n, tt.wantStderrLines, got.stderr)
+			}
+			if strings.Count(got.stdout+got.stderr, "rejected:") > 1 {
+				t.Errorf("output repeats the prefix %q:\n%s%s", "rejected:", got.stdout, got.stderr)
 			}
 			if strings.Contains(got.stdout+got.stderr, "s3cret") {
 				t.Errorf("output shows a password:\n%s%s", got.stdout, got.stderr)
@@ -476,6 +555,12 @@ func TestPublishFailures(t *testing.T) {
 			wantStderr: "no stream",
 		},
 		{
+			name:       "NATS_CREDS names a missing file",
+			given:      given{args: []string{"publish", "events.course.updated", `{"course_id":"42"}`}, env: map[string]string{"NATS_URL": ns.ClientURL(), "NATS_CREDS": "/nonexistent/user.creds"}},
+			want:       exitFailure,
+			wantStderr: "/nonexistent/user.creds",
+		},
+		{
 			name:       "NATS down",
 			given:      given{args: []string{"publish", "events.course.updated", `{"course_id":"42"}`}, env: map[string]string{"NATS_URL": fmt.Sprintf("nats://u:s3cret@127.0.0.1:%d", down)}},
 			want:       exitFailure,
@@ -496,5 +581,38 @@ func TestPublishFailures(t *testing.T) {
 				t.Errorf("stderr shows the password: %s", got.stderr)
 			}
 		})
+	}
+}
+
+// --help prints the usage once, on stdout, and exits 0; every flag shows
+// what kind of value it takes.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, c := range commands() {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			got := cli(t, given{args: []string{c.name, "--help"}})
+			if got.code != exitOK || got.stderr != "" {
+				t.Errorf("exit code %d, stderr %q; want 0 and nothing", got.code, got.stderr)
+			}
+			usage := 0
+			for _, l := range lines(got.stdout) {
+				if strings.HasPrefix(l, "Usage") {
+					usage++
+				}
+			}
+			if usage != 1 {
+				t.Errorf("%d Usage lines, want 1:\n%s", usage, got.stdout)
+			}
+			if strings.Contains(got.stdout, " string\n") {
+				t.Errorf("a flag is shown as taking a string, not its kind of value:\n%s", got.stdout)
+			}
+		})
+	}
+	got := cli(t, given{args: []string{"run", "--help"}})
+	for _, want := range []string{"-ack-wait duration", "-redis-url url", "-concurrency int", "-redis-retry-on-timeout bool", "-rules path", "-http-addr addr"} {
+		if !strings.Contains(got.stdout, want+"\n") {
+			t.Errorf("run --help lacks %q:\n%s", want, got.stdout)
+		}
 	}
 }

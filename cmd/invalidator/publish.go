@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,12 +18,13 @@ import (
 
 const publishSummary = `Publishes a domain event as a CloudEvent to JetStream and prints its stream
 sequence. The event data is the JSON object given as the second argument, or
-read from standard input. NATS_URL (or --nats-url) says where.`
+read from standard input. NATS_URL (or --nats-url) says where, and NATS_CREDS
+(or --nats-creds) gives a credentials file, as for run.`
 
 func publishCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "publish", "SUBJECT [JSON]", publishSummary)
-	natsURL := fs.String("nats-url", "", "NATS server (env NATS_URL, default nats://localhost:4222)")
-	source := fs.String("source", "", "CloudEvents source attribute (default urn:invalidator:<hostname>)")
+	build := config.PublishFlags(fs, e.getenv)
+	source := fs.String("source", "", "CloudEvents `source` attribute (default urn:invalidator:<hostname>)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the stream's acknowledgement")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -33,6 +33,10 @@ func publishCmd(ctx context.Context, e env, args []string) error {
 	if len(pos) < 1 || len(pos) > 2 {
 		return usagef("publish takes SUBJECT and an optional JSON object, see --help")
 	}
+	cfg, err := build()
+	if err != nil {
+		return usageError{err}
+	}
 	if err := events.ValidateSubject(pos[0]); err != nil {
 		return usageError{err}
 	}
@@ -40,10 +44,13 @@ func publishCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := firstNonEmpty(*natsURL, getenv(e, "NATS_URL"), "nats://localhost:4222")
-	nc, err := nats.Connect(url, nats.Name("invalidator publish"), nats.Timeout(*timeout))
+	nopts := []nats.Option{nats.Name("invalidator publish"), nats.Timeout(*timeout)}
+	if cfg.NATSCreds != "" {
+		nopts = append(nopts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, nopts...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(url), err)
+		return fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(cfg.NATSURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -105,20 +112,4 @@ func jsonObject(raw []byte) (map[string]any, error) {
 		return nil, errors.New("trailing data after the object")
 	}
 	return obj, nil
-}
-
-func getenv(e env, key string) string {
-	if e.getenv != nil {
-		return e.getenv(key)
-	}
-	return strings.TrimSpace(os.Getenv(key))
-}
-
-func firstNonEmpty(v ...string) string {
-	for _, s := range v {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
-	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/redis/go-redis/v9"
 )
@@ -14,16 +14,16 @@ import (
 const purgeSummary = `Removes keys now, through the worker's SCAN/UNLINK engine. Each argument is an
 exact key or a glob pattern, checked like a rule template: it must start with
 a literal prefix and ':' before any glob ("user:*" is fine, "*" is refused).
-REDIS_URL (or --redis-url) says where. --dry-run lists what would go.`
+REDIS_URL (or --redis-url) says where; the pool and timeout settings and
+SCAN_COUNT are those of run. --dry-run lists what would go.`
 
 // maxListed bounds the keys --dry-run prints.
 const maxListed = 1000
 
 func purgeCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "purge", "PATTERN... [--dry-run]", purgeSummary)
+	build := config.PurgeFlags(fs, e.getenv)
 	dry := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
-	redisURL := fs.String("redis-url", "", "Redis (env REDIS_URL, default redis://localhost:6379/0)")
-	scanCount := fs.Int("scan-count", worker.DefaultScanCount, "COUNT hint of each SCAN")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
 	gens := fs.Bool("generations", false, "advance the generation guard of each key and pattern first, as the worker does when cache warming is on, so a warm fetch in flight cannot write an older value back")
 	pos, err := parse(fs, args)
@@ -37,19 +37,15 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url, name := *redisURL, "--redis-url"
-	if url == "" {
-		url, name = firstNonEmpty(getenv(e, "REDIS_URL"), "redis://localhost:6379/0"), "REDIS_URL"
-	}
-	opt, err := redis.ParseURL(url)
+	cfg, err := build()
 	if err != nil {
-		return usagef("%s must be a redis:// or rediss:// URL, not %q", name, logging.RedactURL(url))
+		return usageError{err}
 	}
-	rdb := redis.NewClient(opt)
+	rdb := redis.NewClient(cfg.Redis)
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	eng := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: *scanCount, Generations: *gens})
+	eng := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Generations: *gens})
 	if *dry {
 		return preview(ctx, e, eng, job)
 	}

@@ -11,32 +11,47 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/internal/config"
 )
 
-const rulesSummary = `check FILE                  validates the rules file and prints its rules
+const rulesSummary = `check FILE                  validates the rules file and prints its rules;
+                            warns of variables named by headers_from_env that
+                            are not set (--require-env: refuses, as run does)
 explain FILE SUBJECT JSON   prints the exact keys and patterns the event would
                             invalidate, or why it would be rejected (exit 1)`
 
 func rulesCmd(_ context.Context, e env, args []string) error {
-	fs := newFlagSet(e, "rules", "check FILE | explain FILE SUBJECT JSON", rulesSummary)
+	fs := newFlagSet(e, "rules", "check FILE [--require-env] | explain FILE SUBJECT JSON", rulesSummary)
+	requireEnv := fs.Bool("require-env", false, "check: refuse the file (exit 2) when a variable its headers_from_env names is not set here, as run and dev do; without it, warn")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	switch {
 	case len(pos) == 2 && pos[0] == "check":
-		return rulesCheck(e.stdout, pos[1])
+		return rulesCheck(e, pos[1], *requireEnv)
 	case len(pos) == 4 && pos[0] == "explain":
 		return rulesExplain(e.stdout, pos[1], pos[2], pos[3])
 	}
 	return usagef("usage: invalidator rules check FILE | explain FILE SUBJECT JSON")
 }
 
-func rulesCheck(w io.Writer, path string) error {
+// rulesCheck validates the file and prints its rules. The variables that
+// headers_from_env names are read at start by run and dev; rulesCheck
+// warns about those not set here, or refuses with requireEnv.
+func rulesCheck(e env, path string, requireEnv bool) error {
 	r, err := loadRules(path)
 	if err != nil {
 		return err
 	}
+	if missing := config.MissingEnv(r.EnvNames(), e.getenv); len(missing) > 0 {
+		names := strings.Join(missing, ", ")
+		if requireEnv {
+			return usagef("%s: headers_from_env names %s, not set here", path, names)
+		}
+		fmt.Fprintf(e.stderr, "⚠️ not set here: %s (named by headers_from_env); run and dev refuse to start without it; --require-env makes this check refuse too\n", names)
+	}
+	w := e.stdout
 	fmt.Fprintf(w, "%s: %d rules, OK\n", path, len(r.List()))
 	for _, rule := range r.List() {
 		fmt.Fprintf(w, "on %s\n", rule.On)
@@ -78,8 +93,10 @@ func rulesExplain(w io.Writer, path, subject, body string) error {
 			return nil
 		}
 	}
-	fmt.Fprintf(w, "rejected: %v\n", err)
-	return fmt.Errorf("%w: %w", errRejected, err)
+	// The reason goes to stdout once; cachekeys' own errors already start
+	// with "rejected: ".
+	fmt.Fprintf(w, "rejected: %s\n", strings.TrimPrefix(err.Error(), cachekeys.ErrRejected.Error()+": "))
+	return errRejected
 }
 
 func printPlan(w io.Writer, p cachekeys.Plan) {

@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,38 +37,38 @@ const (
 )
 
 // Setting is one configuration value: its environment variable, its flag,
-// its default and what it means.
+// the placeholder --help shows for its value, its default and what it means.
 type Setting struct {
-	Env, Flag, Default, Usage string
+	Env, Flag, Arg, Default, Usage string
 }
 
 // Settings lists every setting `invalidator run` reads, in README order.
 var Settings = []Setting{
-	{"REDIS_URL", "redis-url", DefaultRedisURL, "Redis to invalidate; redis:// or rediss://, password in the URL"},
-	{"REDIS_MAX_CONNECTIONS", "redis-max-connections", "50", "size of the Redis connection pool"},
-	{"REDIS_SOCKET_TIMEOUT", "redis-socket-timeout", "5s", "read/write timeout of a Redis command"},
-	{"REDIS_SOCKET_CONNECT_TIMEOUT", "redis-socket-connect-timeout", "5s", "timeout to open a Redis connection"},
-	{"REDIS_RETRY_ON_TIMEOUT", "redis-retry-on-timeout", "true", "retry a Redis command (up to 3 times) after a network error or timeout"},
-	{"NATS_URL", "nats-url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
-	{"NATS_CREDS", "nats-creds", "", "path of a NATS credentials file (optional)"},
-	{"NATS_STREAM", "nats-stream", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
-	{"NATS_CONSUMER", "nats-consumer", worker.DefaultConsumer, "durable pull consumer name"},
-	{"NATS_DLQ_STREAM", "nats-dlq-stream", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
-	{"INVALIDATOR_RULES", "rules", DefaultRules, "path of the rules file"},
-	{"WORKER_CONCURRENCY", "concurrency", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
-	{"MAX_DELIVER", "max-deliver", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
-	{"ACK_WAIT", "ack-wait", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
-	{"SCAN_COUNT", "scan-count", strconv.Itoa(worker.DefaultScanCount), "COUNT hint of each SCAN"},
-	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
-	{"HTTP_ADDR", "http-addr", DefaultHTTPAddr, "address of the health and metrics HTTP server; empty turns it off"},
-	{"OPS_TOKEN", "ops-token", "", "bearer token required by /api/v3/... endpoints (optional)"},
-	{"WARM_CONCURRENCY", "warm-concurrency", strconv.Itoa(worker.DefaultWarmWorkers), "warm requests running at once"},
-	{"WARM_MAX_PER_HOST", "warm-max-per-host", strconv.Itoa(worker.DefaultWarmPerHost), "warm requests in flight to one host"},
-	{"WARM_QUEUE", "warm-queue", strconv.Itoa(worker.DefaultWarmQueue), "warm requests waiting; more are shed"},
-	{"WARM_TIMEOUT", "warm-timeout", worker.DefaultWarmTimeout.String(), "timeout of one warm request, body included"},
-	{"WARM_MAX_BODY_BYTES", "warm-max-body-bytes", strconv.Itoa(worker.DefaultWarmMaxBody), "largest response body a warm request stores"},
-	{"LOG_LEVEL", "log-level", "info", "debug, info, warn or error"},
-	{"LOG_FORMAT", "log-format", "", "pretty or json; default pretty on a terminal, json otherwise"},
+	{"REDIS_URL", "redis-url", "url", DefaultRedisURL, "Redis to invalidate; redis:// or rediss://, password in the URL"},
+	{"REDIS_MAX_CONNECTIONS", "redis-max-connections", "int", "50", "size of the Redis connection pool"},
+	{"REDIS_SOCKET_TIMEOUT", "redis-socket-timeout", "duration", "5s", "read/write timeout of a Redis command"},
+	{"REDIS_SOCKET_CONNECT_TIMEOUT", "redis-socket-connect-timeout", "duration", "5s", "timeout to open a Redis connection"},
+	{"REDIS_RETRY_ON_TIMEOUT", "redis-retry-on-timeout", "bool", "true", "retry a Redis command (up to 3 times) after a network error or timeout"},
+	{"NATS_URL", "nats-url", "url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
+	{"NATS_CREDS", "nats-creds", "path", "", "path of a NATS credentials file (optional)"},
+	{"NATS_STREAM", "nats-stream", "name", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
+	{"NATS_CONSUMER", "nats-consumer", "name", worker.DefaultConsumer, "durable pull consumer name"},
+	{"NATS_DLQ_STREAM", "nats-dlq-stream", "name", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
+	{"INVALIDATOR_RULES", "rules", "path", "", "path of the rules file"},
+	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
+	{"MAX_DELIVER", "max-deliver", "int", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
+	{"ACK_WAIT", "ack-wait", "duration", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
+	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(worker.DefaultScanCount), "COUNT hint of each SCAN"},
+	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
+	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
+	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional)"},
+	{"WARM_CONCURRENCY", "warm-concurrency", "int", strconv.Itoa(worker.DefaultWarmWorkers), "warm requests running at once"},
+	{"WARM_MAX_PER_HOST", "warm-max-per-host", "int", strconv.Itoa(worker.DefaultWarmPerHost), "warm requests in flight to one host"},
+	{"WARM_QUEUE", "warm-queue", "int", strconv.Itoa(worker.DefaultWarmQueue), "warm requests waiting; more are shed"},
+	{"WARM_TIMEOUT", "warm-timeout", "duration", worker.DefaultWarmTimeout.String(), "timeout of one warm request, body included"},
+	{"WARM_MAX_BODY_BYTES", "warm-max-body-bytes", "int", strconv.Itoa(worker.DefaultWarmMaxBody), "largest response body a warm request stores"},
+	{"LOG_LEVEL", "log-level", "level", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "log-format", "format", "", "pretty or json; default pretty on a terminal, json otherwise"},
 }
 
 // Run is the configuration of `invalidator run` and `invalidator dev`.
@@ -146,30 +148,117 @@ func nonEmpty(s []string) []string {
 
 // Flags registers a flag for every setting on fs and returns a function that,
 // after fs.Parse, resolves each setting (flag, then environment, then default)
-// and builds the validated Run configuration. getenv is os.Getenv in production.
+// and builds the validated Run configuration of `invalidator run`. The rules
+// file has no default there: INVALIDATOR_RULES (or --rules) must name it, so
+// that a deployment never runs on an example file by accident. getenv nil
+// means the process environment.
 func Flags(fs *flag.FlagSet, getenv func(string) string) func() (*Run, error) {
-	vals := make(map[string]*string, len(Settings))
-	for _, s := range Settings {
-		def := s.Default
-		if def == "" {
-			def = "none"
+	r := register(fs, getenv, nil, map[string]string{"INVALIDATOR_RULES": ""})
+	return r.run
+}
+
+// DevFlags is [Flags] for `invalidator dev`, whose rules file defaults to
+// [DefaultRules].
+func DevFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Run, error) {
+	r := register(fs, getenv, nil, map[string]string{"INVALIDATOR_RULES": DefaultRules})
+	return r.run
+}
+
+// Publish is the configuration of `invalidator publish`: where NATS is.
+type Publish struct {
+	NATSURL   string
+	NATSCreds string
+}
+
+// PublishFlags registers the NATS settings on fs, like [Flags], and returns
+// the function that builds the validated Publish configuration.
+func PublishFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Publish, error) {
+	r := register(fs, getenv, []string{"NATS_URL", "NATS_CREDS"}, nil)
+	return func() (*Publish, error) {
+		p := &Publish{NATSURL: r.str("NATS_URL"), NATSCreds: r.str("NATS_CREDS")}
+		r.natsURL(p.NATSURL)
+		return p, r.err
+	}
+}
+
+// Purge is the configuration of `invalidator purge`: the Redis client, with
+// the pool and timeout settings of the worker, and the SCAN COUNT hint.
+type Purge struct {
+	RedisURL  string
+	Redis     *redis.Options
+	ScanCount int
+}
+
+// PurgeFlags registers the Redis settings and SCAN_COUNT on fs, like
+// [Flags], and returns the function that builds the validated Purge
+// configuration.
+func PurgeFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Purge, error) {
+	r := register(fs, getenv, []string{"REDIS_URL", "REDIS_MAX_CONNECTIONS", "REDIS_SOCKET_TIMEOUT",
+		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT"}, nil)
+	return func() (*Purge, error) {
+		p := &Purge{RedisURL: r.str("REDIS_URL")}
+		p.Redis = r.redis(p.RedisURL)
+		p.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
+		return p, r.err
+	}
+}
+
+// MissingEnv returns the names among names whose environment variable is
+// unset or empty. getenv nil means the process environment.
+func MissingEnv(names []string, getenv func(string) string) []string {
+	var missing []string
+	for _, n := range names {
+		if v, _ := lookup(getenv, n); v == "" {
+			missing = append(missing, n)
 		}
-		vals[s.Env] = fs.String(s.Flag, "", fmt.Sprintf("%s (env %s, default %s)", s.Usage, s.Env, def))
 	}
-	return func() (*Run, error) {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		r := resolver{get: func(s Setting) (string, string) {
-			if set[s.Flag] {
-				return *vals[s.Env], "-" + s.Flag
-			}
-			if v, ok := lookup(getenv, s.Env); ok {
-				return v, s.Env
-			}
-			return s.Default, s.Env
-		}}
-		return r.run()
+	return missing
+}
+
+// register puts a flag on fs for each setting named by envs (every setting
+// when envs is nil), with defaults overriding the settings' own, and returns
+// the resolver that reads them after fs.Parse.
+func register(fs *flag.FlagSet, getenv func(string) string, envs []string, defaults map[string]string) *resolver {
+	vals := map[string]*string{}
+	settings := map[string]Setting{}
+	for _, s := range Settings {
+		if envs != nil && !slices.Contains(envs, s.Env) {
+			continue
+		}
+		if d, ok := defaults[s.Env]; ok {
+			s.Default = d
+		}
+		settings[s.Env] = s
+		vals[s.Env] = fs.String(s.Flag, "", usage(s))
 	}
+	return &resolver{get: func(env string) (string, string) {
+		s, ok := settings[env]
+		if !ok {
+			panic("config: setting " + env + " is not registered")
+		}
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == s.Flag })
+		if given {
+			return *vals[env], "-" + s.Flag
+		}
+		if v, ok := lookup(getenv, env); ok {
+			return v, env
+		}
+		return s.Default, env
+	}}
+}
+
+// usage is the --help text of a setting; the backquoted Arg is the
+// placeholder flag.PrintDefaults shows after the flag's name.
+func usage(s Setting) string {
+	def := "default " + s.Default
+	switch {
+	case s.Env == "INVALIDATOR_RULES" && s.Default == "":
+		def = "required"
+	case s.Default == "":
+		def = "default none"
+	}
+	return fmt.Sprintf("%s (`%s`; env %s, %s)", s.Usage, s.Arg, s.Env, def)
 }
 
 func lookup(getenv func(string) string, key string) (string, bool) {
@@ -182,17 +271,8 @@ func lookup(getenv func(string) string, key string) (string, bool) {
 
 // resolver reads settings and remembers the first error.
 type resolver struct {
-	get func(Setting) (value, name string)
+	get func(env string) (value, name string)
 	err error
-}
-
-func setting(env string) Setting {
-	for _, s := range Settings {
-		if s.Env == env {
-			return s
-		}
-	}
-	panic("config: unknown setting " + env)
 }
 
 func (r *resolver) fail(name, format string, a ...any) {
@@ -202,12 +282,12 @@ func (r *resolver) fail(name, format string, a ...any) {
 }
 
 func (r *resolver) str(env string) string {
-	v, _ := r.get(setting(env))
+	v, _ := r.get(env)
 	return strings.TrimSpace(v)
 }
 
 func (r *resolver) integer(env string, lo, hi int) int {
-	v, name := r.get(setting(env))
+	v, name := r.get(env)
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < lo || n > hi {
 		r.fail(name, "must be a whole number from %d to %d, not %q", lo, hi, v)
@@ -216,7 +296,7 @@ func (r *resolver) integer(env string, lo, hi int) int {
 }
 
 func (r *resolver) duration(env string, lo time.Duration) time.Duration {
-	v, name := r.get(setting(env))
+	v, name := r.get(env)
 	d, err := time.ParseDuration(strings.TrimSpace(v))
 	if err != nil {
 		// bare numbers are seconds, as in the original app's settings
@@ -231,7 +311,7 @@ func (r *resolver) duration(env string, lo time.Duration) time.Duration {
 }
 
 func (r *resolver) boolean(env string) bool {
-	v, name := r.get(setting(env))
+	v, name := r.get(env)
 	b, err := strconv.ParseBool(strings.TrimSpace(v))
 	if err != nil {
 		r.fail(name, "must be true or false, not %q", v)
@@ -239,6 +319,7 @@ func (r *resolver) boolean(env string) bool {
 	return b
 }
 
+// run builds the configuration of run and dev.
 func (r *resolver) run() (*Run, error) {
 	c := &Run{
 		RedisURL:  r.str("REDIS_URL"),
@@ -269,22 +350,23 @@ func (r *resolver) run() (*Run, error) {
 	}
 	r.names(c)
 	if c.Worker.Stream == c.Worker.DeadLetterStream {
-		_, name := r.get(setting("NATS_DLQ_STREAM"))
+		_, name := r.get("NATS_DLQ_STREAM")
 		r.fail(name, "must differ from the stream %q", c.Worker.Stream)
 	}
 	var err error
 	if c.LogLevel, err = logging.ParseLevel(r.str("LOG_LEVEL")); err != nil {
-		_, name := r.get(setting("LOG_LEVEL"))
+		_, name := r.get("LOG_LEVEL")
 		r.fail(name, "%v", err)
 	}
 	if c.LogFormat, err = logging.ParseFormat(r.str("LOG_FORMAT")); err != nil {
-		_, name := r.get(setting("LOG_FORMAT"))
+		_, name := r.get("LOG_FORMAT")
 		r.fail(name, "%v", err)
 	}
 	if c.RulesPath == "" {
-		_, name := r.get(setting("INVALIDATOR_RULES"))
-		r.fail(name, "must name the rules file")
+		_, name := r.get("INVALIDATOR_RULES")
+		r.fail(name, "must name the rules file (run has no default; try %s for a start)", DefaultRules)
 	}
+	r.httpAddr(c.HTTPAddr)
 	if r.err == nil {
 		if err := c.Worker.WithDefaults().Validate(); err != nil {
 			r.err = fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -296,7 +378,7 @@ func (r *resolver) run() (*Run, error) {
 func (r *resolver) names(c *Run) {
 	for env, v := range map[string]string{"NATS_STREAM": c.Worker.Stream, "NATS_CONSUMER": c.Worker.Consumer, "NATS_DLQ_STREAM": c.Worker.DeadLetterStream} {
 		if v == "" || strings.ContainsAny(v, ". *>\t\r\n/\\") {
-			_, name := r.get(setting(env))
+			_, name := r.get(env)
 			r.fail(name, "must be a non-empty name without '.', '*', '>', '/', '\\' or spaces, not %q", v)
 		}
 	}
@@ -304,7 +386,7 @@ func (r *resolver) names(c *Run) {
 
 // redis parses REDIS_URL and the pool settings into go-redis options.
 func (r *resolver) redis(raw string) *redis.Options {
-	_, name := r.get(setting("REDIS_URL"))
+	_, name := r.get("REDIS_URL")
 	opt, err := redis.ParseURL(raw)
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
@@ -350,8 +432,25 @@ func scrubPassword(msg, raw string) string {
 	return msg
 }
 
+// httpAddr checks HTTP_ADDR: host:port with a port from 0 to 65535 (the
+// host may be empty), or empty to turn the server off.
+func (r *resolver) httpAddr(addr string) {
+	if addr == "" {
+		return
+	}
+	_, name := r.get("HTTP_ADDR")
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		r.fail(name, "must be host:port or :port (like :8080), or empty to turn the server off, not %q", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		r.fail(name, "port must be a number from 0 to 65535, not %q", port)
+	}
+}
+
 func (r *resolver) natsURL(list string) {
-	_, name := r.get(setting("NATS_URL"))
+	_, name := r.get("NATS_URL")
 	for _, raw := range strings.Split(list, ",") {
 		u, err := url.Parse(strings.TrimSpace(raw))
 		if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss") {

@@ -3,8 +3,13 @@ package config_test
 import (
 	"errors"
 	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,13 +26,20 @@ type given struct {
 	args []string
 }
 
-// load resolves g the way `invalidator run` does: flags on a fresh flag set,
-// the environment through a fake getenv.
+// load resolves g the way `invalidator dev` does: flags on a fresh flag set,
+// the environment through a fake getenv. (dev and run differ only in the
+// default of the rules file; see TestRunNeedsRules.)
 func load(t *testing.T, g given) (*config.Run, error) {
 	t.Helper()
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	return loadWith(t, config.DevFlags, g)
+}
+
+// loadWith resolves g with one of the Flags functions.
+func loadWith[C any](t *testing.T, flags func(*flag.FlagSet, func(string) string) func() (C, error), g given) (C, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	build := config.Flags(fs, func(k string) string { return g.env[k] })
+	build := flags(fs, func(k string) string { return g.env[k] })
 	if err := fs.Parse(g.args); err != nil {
 		t.Fatalf("parse %q: %v", g.args, err)
 	}
@@ -233,6 +245,24 @@ func TestFlagsApplyEachSetting(t *testing.T) {
 			want:  logging.JSON,
 		},
 		{
+			name:  "HTTP_ADDR host and port",
+			given: given{env: env("HTTP_ADDR", "127.0.0.1:9090")},
+			got:   func(c *config.Run) any { return c.HTTPAddr },
+			want:  "127.0.0.1:9090",
+		},
+		{
+			name:  "HTTP_ADDR IPv6 and port 0",
+			given: given{env: env("HTTP_ADDR", "[::1]:0")},
+			got:   func(c *config.Run) any { return c.HTTPAddr },
+			want:  "[::1]:0",
+		},
+		{
+			name:  "an empty -http-addr turns the server off",
+			given: given{args: []string{"-http-addr="}},
+			got:   func(c *config.Run) any { return c.HTTPAddr },
+			want:  "",
+		},
+		{
 			name:  "a flag wins over the variable",
 			given: given{env: env("REDIS_MAX_CONNECTIONS", "7"), args: []string{"-redis-max-connections=9"}},
 			got:   func(c *config.Run) any { return c.Redis.PoolSize },
@@ -298,6 +328,12 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"flag is named for URLs", given{args: []string{"-nats-url=foo"}}, "-nats-url"},
 		{"flag is named for names", given{args: []string{"-nats-stream=a.b"}}, "-nats-stream"},
 		{"an empty rules flag", given{args: []string{"-rules="}}, "-rules"},
+		{"HTTP_ADDR without a port", given{env: env("HTTP_ADDR", "notaport")}, "HTTP_ADDR"},
+		{"HTTP_ADDR port not a number", given{env: env("HTTP_ADDR", "localhost:http")}, "HTTP_ADDR"},
+		{"HTTP_ADDR port too large", given{env: env("HTTP_ADDR", ":65536")}, "HTTP_ADDR"},
+		{"HTTP_ADDR port negative", given{env: env("HTTP_ADDR", ":-1")}, "HTTP_ADDR"},
+		{"HTTP_ADDR two colons", given{env: env("HTTP_ADDR", "::1:8080")}, "HTTP_ADDR"},
+		{"-http-addr without a port", given{args: []string{"-http-addr=127.0.0.1"}}, "-http-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,5 +448,174 @@ func TestSettingsAreDistinct(t *testing.T) {
 			t.Errorf("setting %+v: empty or duplicate env or flag", s)
 		}
 		envs[s.Env], flags[s.Flag] = true, true
+	}
+}
+
+// run, unlike dev, has no default rules file: it must be named.
+func TestRunNeedsRules(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		flags   func(*flag.FlagSet, func(string) string) func() (*config.Run, error)
+		given   given
+		want    string // RulesPath
+		wantErr string // what the error names, if one is wanted
+	}{
+		{name: "run without rules", flags: config.Flags, given: given{}, wantErr: "INVALIDATOR_RULES"},
+		{name: "run with the variable", flags: config.Flags, given: given{env: env("INVALIDATOR_RULES", "/r.yaml")}, want: "/r.yaml"},
+		{name: "run with the flag", flags: config.Flags, given: given{args: []string{"-rules", "/f.yaml"}}, want: "/f.yaml"},
+		{name: "dev without rules", flags: config.DevFlags, given: given{}, want: config.DefaultRules},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadWith(t, tt.flags, tt.given)
+			if tt.wantErr != "" {
+				if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one wrapping ErrInvalid and naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RulesPath != tt.want {
+				t.Errorf("RulesPath %q, want %q", c.RulesPath, tt.want)
+			}
+		})
+	}
+}
+
+// --help shows what kind of value each flag takes, never "string" for all.
+func TestFlagsHelpNamesTheValue(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	config.Flags(fs, nil)
+	var out strings.Builder
+	fs.SetOutput(&out)
+	fs.PrintDefaults()
+	help := out.String()
+	want := map[string]string{"ack-wait": "duration", "redis-url": "url", "concurrency": "int",
+		"redis-retry-on-timeout": "bool", "rules": "path", "http-addr": "addr", "nats-creds": "path"}
+	for _, s := range config.Settings {
+		if s.Arg == "" || s.Arg == "string" {
+			t.Errorf("setting %s has no placeholder", s.Env)
+		}
+		if w, ok := want[s.Flag]; ok && s.Arg != w {
+			t.Errorf("-%s shows %q, want %q", s.Flag, s.Arg, w)
+		}
+		if line := "  -" + s.Flag + " " + s.Arg + "\n"; !strings.Contains(help, line) {
+			t.Errorf("help lacks %q:\n%s", line, help)
+		}
+	}
+	if strings.Contains(help, " string\n") {
+		t.Errorf("help shows a flag as string:\n%s", help)
+	}
+	if !strings.Contains(help, "env INVALIDATOR_RULES, required") {
+		t.Errorf("help of run does not say the rules file is required:\n%s", help)
+	}
+}
+
+func TestPublishFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		given   given
+		want    config.Publish
+		wantErr string
+	}{
+		{name: "defaults", want: config.Publish{NATSURL: config.DefaultNATSURL}},
+		{name: "variables", given: given{env: env("NATS_URL", "nats://127.0.0.1:14222", "NATS_CREDS", "/c.creds")},
+			want: config.Publish{NATSURL: "nats://127.0.0.1:14222", NATSCreds: "/c.creds"}},
+		{name: "flag wins", given: given{env: env("NATS_URL", "nats://env:1"), args: []string{"-nats-url=nats://flag:2"}},
+			want: config.Publish{NATSURL: "nats://flag:2"}},
+		{name: "bad URL", given: given{env: env("NATS_URL", "http://u:s3cret@x")}, wantErr: "NATS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := loadWith(t, config.PublishFlags, tt.given)
+			if tt.wantErr != "" {
+				if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("error %v, want one wrapping ErrInvalid, naming %s, without the password", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || *got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPurgeFlags(t *testing.T) {
+	t.Parallel()
+	c, err := loadWith(t, config.PurgeFlags, given{env: env("REDIS_URL", "redis://:pw@127.0.0.1:6390/3",
+		"REDIS_MAX_CONNECTIONS", "3", "REDIS_SOCKET_TIMEOUT", "2s", "REDIS_SOCKET_CONNECT_TIMEOUT", "1s",
+		"REDIS_RETRY_ON_TIMEOUT", "false", "SCAN_COUNT", "50")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{redisConn{Addr: c.Redis.Addr, Password: c.Redis.Password, DB: c.Redis.DB}, c.Redis.PoolSize,
+		c.Redis.ReadTimeout, c.Redis.DialTimeout, c.Redis.MaxRetries, c.ScanCount}
+	want := []any{redisConn{Addr: "127.0.0.1:6390", Password: "pw", DB: 3}, 3, 2 * time.Second, time.Second, -1, 50}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("setting %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+	if _, err := loadWith(t, config.PurgeFlags, given{env: env("REDIS_MAX_CONNECTIONS", "0")}); err == nil || !strings.Contains(err.Error(), "REDIS_MAX_CONNECTIONS") {
+		t.Errorf("a bad pool size: error %v, want one naming REDIS_MAX_CONNECTIONS", err)
+	}
+}
+
+func TestMissingEnv(t *testing.T) {
+	t.Parallel()
+	e := env("SET", "v")
+	got := config.MissingEnv([]string{"SET", "UNSET"}, func(k string) string { return e[k] })
+	if !slices.Equal(got, []string{"UNSET"}) {
+		t.Errorf("MissingEnv = %q, want [UNSET]", got)
+	}
+}
+
+// internal/config is the only reader of the environment: no other package's
+// code calls os.Getenv or os.LookupEnv. (os.Environ, which passes the
+// environment on to a child process, is not reading a setting.)
+func TestOnlyConfigReadsTheEnvironment(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(root, "internal", "config")
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (path == self || strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if x, ok := sel.X.(*ast.Ident); ok && x.Name == "os" && slices.Contains([]string{"Getenv", "LookupEnv"}, sel.Sel.Name) {
+				rel, _ := filepath.Rel(root, path)
+				t.Errorf("%s reads the environment (os.%s); only internal/config may", rel, sel.Sel.Name)
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
