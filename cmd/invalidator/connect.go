@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/invalidator/invalidator/cachekeys"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/nats-io/nats.go"
@@ -19,7 +20,11 @@ import (
 // usage error naming the variable, flag or file.
 func loadWorker(e env, name, summary string, args []string) (*config.Run, *cachekeys.Rules, error) {
 	fs := newFlagSet(e, name, "[flags]", summary)
-	build := config.Flags(fs, e.getenv)
+	flags := config.Flags
+	if name == "dev" {
+		flags = config.DevFlags // dev, unlike run, has a default rules file
+	}
+	build := flags(fs, e.getenv)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return nil, nil, err
@@ -47,9 +52,10 @@ func newLogger(e env, cfg *config.Run) *slog.Logger {
 	return log
 }
 
-// connectRedis returns a client; it does not fail when Redis is down (the
-// worker waits for it), but logs the outcome of a first PING.
-func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) *redis.Client {
+// connectRedis returns a client. It does not fail when Redis is down (the
+// worker waits for it), but logs the outcome of a first command; a refused
+// password will not heal by waiting, so it is an error.
+func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) (*redis.Client, error) {
 	rdb := redis.NewClient(cfg.Redis)
 	rdb.AddHook(logging.RedisHook{Log: log})
 	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)),
@@ -58,23 +64,38 @@ func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) *redis
 	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+time.Second)
 	defer cancel()
 	info, err := rdb.InfoMap(pctx, "server").Result()
+	if redis.IsAuthError(err) {
+		rdb.Close()
+		return nil, fmt.Errorf("password refused by Redis at %s (%s): check the user and password in REDIS_URL",
+			logging.RedactURL(cfg.RedisURL), firstWord(err))
+	}
 	if err != nil {
 		log.Warn("⚠️ Redis not reachable yet; the worker waits for it", slog.Any("error", err))
-		return rdb
+		return rdb, nil
 	}
 	log.Info("🔌 connected to Redis", slog.String("addr", cfg.Redis.Addr))
 	log.Info("📊 Redis server", slog.String("version", info["Server"]["redis_version"]))
-	return rdb
+	return rdb, nil
 }
 
-// connectNATS connects with endless reconnects; a server that is down at
-// start is retried in the background.
+// firstWord is the error code of a Redis error, such as WRONGPASS or NOAUTH:
+// enough to tell the cases apart, and free of anything the server echoed.
+func firstWord(err error) string {
+	w, _, _ := strings.Cut(err.Error(), " ")
+	return w
+}
+
+// natsAuthErrors are the answers of a server that refuses the credentials.
+var natsAuthErrors = []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired}
+
+// connectNATS connects with endless reconnects. A server that refuses the
+// connection at start is retried in the background; one that refuses the
+// credentials is an error, since waiting will not change them.
 func connectNATS(cfg *config.Run, log *slog.Logger) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name("invalidator"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
-		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("⚠️ NATS disconnected, reconnecting", slog.Any("error", err))
@@ -90,7 +111,18 @@ func connectNATS(cfg *config.Run, log *slog.Logger) (*nats.Conn, error) {
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
+	// A first attempt without RetryOnFailedConnect, which would hide an
+	// authorization error behind endless background retries.
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
+	for _, auth := range natsAuthErrors {
+		if errors.Is(err, auth) {
+			return nil, fmt.Errorf("credentials refused by NATS at %s (%w): check the user and password or token in NATS_URL, or NATS_CREDS",
+				logging.RedactURL(cfg.NATSURL), err)
+		}
+	}
+	if err != nil {
+		nc, err = nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(cfg.NATSURL), err)
 	}

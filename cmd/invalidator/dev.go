@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/invalidator/invalidator/internal/config"
@@ -44,18 +47,7 @@ func devCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer stopRedis()
-	banner := func() {
-		fmt.Fprintf(e.stderr, `
-invalidator dev is ready. In another terminal:
-
-  redis-cli -u %s SET cache:course_analytics:42 cached
-  go run ./cmd/invalidator publish events.course.updated '{"course_id": "42"}'
-  redis-cli -u %s EXISTS cache:course_analytics:42     # 0: the key is gone
-
-Stop with Ctrl-C.
-
-`, logging.RedactURL(cfg.RedisURL), logging.RedactURL(cfg.RedisURL))
-	}
+	banner := func() { fmt.Fprint(e.stderr, devExample(cfg)) }
 	return serve(ctx, e, cfg, rules, banner)
 }
 
@@ -78,7 +70,9 @@ func devNATS(e env, cfg *config.Run, dir string) (func(), error) {
 	nc, err := nats.Connect(cfg.NATSURL, nats.Timeout(time.Second))
 	if err == nil {
 		nc.Close()
-		fmt.Fprintf(e.stderr, "🔌 using NATS at %s\n", logging.RedactURL(cfg.NATSURL))
+		w := cfg.Worker.WithDefaults()
+		fmt.Fprintf(e.stderr, "⚠️ NATS already answers at %s: dev uses it, and creates the streams %s and %s and the consumer %s there if they are missing\n",
+			logging.RedactURL(cfg.NATSURL), w.Stream, w.DeadLetterStream, w.Consumer)
 		return func() {}, nil
 	}
 	host, port, err := hostPort(cfg.NATSURL, 4222)
@@ -127,4 +121,80 @@ func isLocal(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// devExample is the copy-paste example dev prints once it is ready. It
+// exports the URLs in use once, so that the lines after it reach the same
+// servers; a password or token in a URL is shown as a placeholder.
+func devExample(cfg *config.Run) string {
+	exports := fmt.Sprintf("export REDIS_URL=%s NATS_URL=%s", shellQuote(placeholderURL(cfg.RedisURL)), shellQuote(placeholderURLs(cfg.NATSURL)))
+	if cfg.NATSCreds != "" {
+		exports += " NATS_CREDS=" + shellQuote(cfg.NATSCreds)
+	}
+	var b strings.Builder
+	b.WriteString("\ninvalidator dev is ready. In another terminal:\n\n")
+	fmt.Fprintf(&b, "  %s\n", exports)
+	if strings.Contains(exports, placeholder) {
+		fmt.Fprintf(&b, "  # put the password (or token) in place of %s above\n", placeholder)
+	}
+	fmt.Fprintf(&b, "  redis-cli -u \"$REDIS_URL\" SET cache:course_analytics:42 cached\n")
+	fmt.Fprintf(&b, "  %s publish events.course.updated '{\"course_id\": \"42\"}'\n", selfCommand())
+	fmt.Fprintf(&b, "  redis-cli -u \"$REDIS_URL\" EXISTS cache:course_analytics:42     # 0: the key is gone\n")
+	b.WriteString("\nStop with Ctrl-C.\n\n")
+	return b.String()
+}
+
+// placeholder stands for a secret in the example dev prints.
+const placeholder = "<password>"
+
+// placeholderURL replaces the password (or a bare token) of a URL with
+// placeholder; a URL without one is returned as it is.
+func placeholderURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	const mark = "PLACEHOLDER0PLACEHOLDER"
+	if _, ok := u.User.Password(); ok {
+		user := u.User.Username()
+		if user == "" && strings.HasPrefix(u.Scheme, "redis") {
+			user = "default" // redis-cli -u sends an empty user name as given, and fails
+		}
+		u.User = url.UserPassword(user, mark)
+	} else {
+		u.User = url.User(mark) // a token
+	}
+	return strings.Replace(u.String(), mark, placeholder, 1)
+}
+
+func placeholderURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		parts[i] = placeholderURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@,=+%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// selfCommand is how to run this binary again from another terminal: the
+// path of the executable, or `go run ./cmd/invalidator` when it was built
+// by go run.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil || strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		return "go run ./cmd/invalidator"
+	}
+	if p, err := exec.LookPath(filepath.Base(exe)); err == nil && p == exe {
+		return filepath.Base(exe)
+	}
+	return shellQuote(exe)
 }

@@ -3,25 +3,25 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/invalidator/invalidator/internal/metrics"
-	"github.com/invalidator/invalidator/internal/ops"
-	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	"log/slog"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/internal/config"
+	"github.com/invalidator/invalidator/internal/metrics"
+	"github.com/invalidator/invalidator/internal/ops"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
 const runSummary = `Runs the worker: consumes events from the JetStream durable consumer, removes
 the Redis keys the rules name, then acks. Stops on SIGINT/SIGTERM after the
 events in flight are done (at most SHUTDOWN_TIMEOUT). Every flag has an
-environment variable of the same meaning; a flag wins over the variable.`
+environment variable of the same meaning; a flag wins over the variable.
+INVALIDATOR_RULES (or --rules) must name the rules file.`
 
 func runCmd(ctx context.Context, e env, args []string) error {
 	cfg, rules, err := loadWorker(e, "run", runSummary, args)
@@ -50,7 +50,10 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	log := newLogger(e, cfg)
 	log.Info("🔧 configuration loaded", slog.String("rules", cfg.RulesPath), slog.Int("rule_count", len(rules.List())),
 		slog.Int("concurrency", cfg.Worker.WithDefaults().Concurrency), slog.Int("scan_count", cfg.ScanCount))
-	rdb := connectRedis(ctx, cfg, log)
+	rdb, err := connectRedis(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	nc, err := connectNATS(cfg, log)
 	if err != nil {
@@ -68,6 +71,11 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		NATSConnected: nc.IsConnected,
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
 	})
+	var scheduled []string
+	for _, sc := range rules.Schedules() {
+		scheduled = append(scheduled, sc.Key.String())
+	}
+	m.Schedules(scheduled...)
 	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
 	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m}
 	if rules.Warms() {
@@ -92,30 +100,25 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		}
 		g.Go(func() error { return srv.Run(httpCtx, ln) })
 	}
+	runDone := make(chan struct{})
 	g.Go(func() error {
+		defer close(runDone)
 		defer stopHTTP() // the HTTP server stays up while events in flight finish
 		return w.Run(ctx)
 	})
 	if ready != nil {
-		g.Go(func() error { waitReady(ctx, w, ready); return nil })
+		g.Go(func() error {
+			select {
+			case <-w.Started():
+				ready()
+			case <-runDone: // Run failed or was stopped before it started
+			}
+			return nil
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
 	log.Info("🔌 closing NATS and Redis")
 	return nil
-}
-
-// waitReady calls ready once w has set up its consumer, unless ctx ends first.
-func waitReady(ctx context.Context, w *worker.Worker, ready func()) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for w.Consumer() == nil {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-	ready()
 }

@@ -168,20 +168,23 @@ rules:
 	}
 	tr.add("stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
 
-	// Wrong passwords: the errors must not echo them either.
+	// Wrong passwords, one server at a time: the process stops with an
+	// error that must not echo them either.
 	wrongRedis := strings.Replace(r.URL(), redisPassword, redisPassword+"-wrong", 1)
 	wrongNATS := strings.Replace(natsURL, natsPassword, natsPassword+"-wrong", 1)
-	bad := append([]string(nil), environ...)
-	bad[0], bad[1] = "REDIS_URL="+wrongRedis, "NATS_URL="+wrongNATS
-	q := start(t, bad, "run")
-	q.waitLog(t, "not reachable", 30*time.Second)
-	tr.request(t, http.MethodGet, base+"/health", "")
-	q.signal(t, syscall.SIGTERM)
-	q.wait(t, 30*time.Second)
-	tr.add("stdout:\n%s\nstderr:\n%s", q.stdout, q.stderr)
+	for _, wrong := range [][2]string{{"REDIS_URL=" + wrongRedis, environ[1]}, {environ[0], "NATS_URL=" + wrongNATS}} {
+		bad := append([]string(nil), environ...)
+		bad[0], bad[1] = wrong[0], wrong[1]
+		q := start(t, bad, "run")
+		if code := q.wait(t, 30*time.Second); code != exitFailure {
+			t.Errorf("wrong password: exit code %d, want %d", code, exitFailure)
+		}
+		tr.add("stdout:\n%s\nstderr:\n%s", q.stdout, q.stderr)
+	}
 
 	all := tr.out.String()
-	if !strings.Contains(all, "unhealthy") || !strings.Contains(all, "worker started") {
+	if !strings.Contains(all, "unhealthy") || !strings.Contains(all, "worker started") ||
+		!strings.Contains(all, "password refused by Redis") || !strings.Contains(all, "credentials refused by NATS") {
 		t.Fatalf("the transcript misses what the test drove:\n%s", all)
 	}
 	for _, s := range []string{redisPassword, natsPassword, opsToken, warmSecret} {

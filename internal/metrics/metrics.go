@@ -127,6 +127,15 @@ func (m *Metrics) WarmDone(o worker.WarmOutcome, latency time.Duration) {
 	}
 }
 
+// Schedules exports a refresh count of zero for each scheduled key, so that
+// the series of invalidator_scheduled_refreshes_total exist before a
+// schedule first fires. Call it with the keys of the rules file's schedule.
+func (m *Metrics) Schedules(keys ...string) {
+	for _, k := range keys {
+		m.scheduled.WithLabelValues(k)
+	}
+}
+
 // ScheduledRefresh implements worker.WarmObserver. Keys come from the
 // rules file's schedule, so the label is bounded.
 func (m *Metrics) ScheduledRefresh(key string) { m.scheduled.WithLabelValues(key).Inc() }

@@ -315,3 +315,18 @@ func TestWarmMetrics(t *testing.T) {
 		t.Errorf("scheduled_refreshes_total = %v, want 1", got)
 	}
 }
+
+// The refresh count of each scheduled key is exported as 0 before the
+// schedule first fires.
+func TestSchedulesExportZeros(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, metrics.Sources{})
+	m.Schedules("cache:system_stats:global", "cache:leaderboard")
+	fams := gather(t, reg)
+	for _, key := range []string{"cache:system_stats:global", "cache:leaderboard"} {
+		if got := value(fams, "invalidator_scheduled_refreshes_total", map[string]string{"key": key}); got != 0 {
+			t.Errorf("scheduled_refreshes_total{key=%q} = %v, want 0", key, got)
+		}
+	}
+}
