@@ -1,8 +1,14 @@
 # Build: docker build -t invalidator .
-# Run:   docker run --rm -p 8080:8080 -e REDIS_URL=... -e NATS_URL=... invalidator
+# Run:   docker run --rm -p 8080:8080 -v $PWD/rules.yaml:/etc/invalidator/rules.yaml:ro \
+#          -e INVALIDATOR_RULES=/etc/invalidator/rules.yaml -e REDIS_URL=... -e NATS_URL=... invalidator
+# `run` refuses to start without INVALIDATOR_RULES. The image ships an example
+# rules file, /etc/invalidator/rules.example.yaml (testdata/rules.yaml), to try it.
 
 # ---- builder ---------------------------------------------------------------
-FROM golang:1.26 AS builder
+# go.mod says go 1.26.8: the image has exactly that toolchain, and
+# GOTOOLCHAIN=local makes the build fail rather than download another one.
+FROM golang:1.26.8-bookworm AS builder
+ENV GOTOOLCHAIN=local
 WORKDIR /src
 
 # Download modules first so this layer is reused while go.mod/go.sum are unchanged.
@@ -18,10 +24,9 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/invalidator ./cmd/
 FROM gcr.io/distroless/static-debian12:nonroot
 
 COPY --from=builder /out/invalidator /invalidator
-COPY testdata/rules.yaml /etc/invalidator/rules.yaml
+COPY testdata/rules.yaml /etc/invalidator/rules.example.yaml
 
-ENV INVALIDATOR_RULES=/etc/invalidator/rules.yaml \
-    LOG_FORMAT=json
+ENV LOG_FORMAT=json
 
 # Health (GET /health) and metrics HTTP server (HTTP_ADDR, default :8080).
 EXPOSE 8080
