@@ -1,0 +1,117 @@
+package sweep
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	// DefaultScanCount is the COUNT hint of the first SCAN of a walk and the
+	// largest COUNT the walk adapts up to.
+	DefaultScanCount = 1000
+	// DefaultMinScanCount is the smallest COUNT the walk adapts down to.
+	DefaultMinScanCount = 16
+	// DefaultMaxCallTime is the server time no SCAN or UNLINK call should
+	// exceed (the SLOWLOG threshold the walk keeps under).
+	DefaultMaxCallTime = 2 * time.Millisecond
+	// DefaultUnlinkChunk caps the keys of one UNLINK command.
+	DefaultUnlinkChunk = 500
+	// DefaultMaxCallsPerPass bounds the SCAN calls of one pass, a guard
+	// against a cursor that never returns to 0. At DefaultMinScanCount it
+	// still allows a pass over about 60M keys.
+	DefaultMaxCallsPerPass = 1 << 22
+)
+
+// ErrInvalidConfig is wrapped by every error of Config.Validate.
+var ErrInvalidConfig = errors.New("invalid sweep config")
+
+// Config configures a Walker. The zero value is valid: every field has a
+// default.
+type Config struct {
+	// ScanCount is the COUNT hint of the first SCAN of a walk; the walk then
+	// adapts COUNT between MinScanCount and MaxScanCount to keep each round
+	// trip under MaxCallTime. Defaults to DefaultScanCount, capped at
+	// MaxScanCount.
+	ScanCount int
+	// MaxScanCount is the largest COUNT the walk grows to. Defaults to
+	// DefaultScanCount.
+	MaxScanCount int
+	// MinScanCount is the smallest COUNT the walk shrinks to. Defaults to
+	// DefaultMinScanCount, capped at MaxScanCount.
+	MinScanCount int
+	// Budget is the number of keys examined per second on this node, a pace
+	// that leaves Redis to the application. Keys examined are counted as
+	// the COUNT of each SCAN. Defaults to 0, unlimited.
+	Budget int
+	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
+	// server. The walk measures each round trip and halves COUNT when one
+	// took longer than half of MaxCallTime, and grows it by an eighth when
+	// one took less than a quarter. A round trip measured on the client
+	// includes the network, so this keeps the server's time well below.
+	// Defaults to DefaultMaxCallTime.
+	MaxCallTime time.Duration
+	// UnlinkChunk caps the keys of one UNLINK command. Defaults to
+	// DefaultUnlinkChunk.
+	UnlinkChunk int
+	// MaxCallsPerPass bounds the SCAN calls of one pass; past it, the
+	// patterns of the walk fail with ErrPassTooLong. Defaults to
+	// DefaultMaxCallsPerPass.
+	MaxCallsPerPass int
+	// CursorSlotBits is the number of low cursor bits that hold a slot
+	// index: 14 on Redis 7.4 or later (and Valkey 8) in cluster mode, where
+	// each slot has its own table and SCAN walks the slots in order. The
+	// walk's position on the keyspace then orders slot first. Defaults to
+	// 0: one table, as on a standalone or Sentinel-managed server.
+	CursorSlotBits int
+	// Logger gets one info line per finished pass. Defaults to a
+	// discarding logger.
+	Logger *slog.Logger
+	// Observer receives the walk's metrics. Defaults to nil, no metrics.
+	Observer Observer
+}
+
+// WithDefaults returns c with every unset field set to its default.
+func (c Config) WithDefaults() Config {
+	c.MaxScanCount = cmp.Or(c.MaxScanCount, DefaultScanCount)
+	c.ScanCount = cmp.Or(c.ScanCount, min(DefaultScanCount, c.MaxScanCount))
+	c.MinScanCount = cmp.Or(c.MinScanCount, min(DefaultMinScanCount, c.MaxScanCount))
+	c.MaxCallTime = cmp.Or(c.MaxCallTime, DefaultMaxCallTime)
+	c.UnlinkChunk = cmp.Or(c.UnlinkChunk, DefaultUnlinkChunk)
+	c.MaxCallsPerPass = cmp.Or(c.MaxCallsPerPass, DefaultMaxCallsPerPass)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	return c
+}
+
+// Validate reports the first invalid field of c, after defaults, wrapped
+// with ErrInvalidConfig.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	switch {
+	case c.ScanCount < 0, c.MinScanCount < 0, c.MaxScanCount < 0:
+		return fmt.Errorf("%w: scan counts must not be negative (min %d, initial %d, max %d)",
+			ErrInvalidConfig, c.MinScanCount, c.ScanCount, c.MaxScanCount)
+	case c.MinScanCount > c.ScanCount || c.ScanCount > c.MaxScanCount:
+		return fmt.Errorf("%w: want MinScanCount <= ScanCount <= MaxScanCount, have %d, %d, %d",
+			ErrInvalidConfig, c.MinScanCount, c.ScanCount, c.MaxScanCount)
+	case c.Budget < 0:
+		return fmt.Errorf("%w: Budget %d is negative", ErrInvalidConfig, c.Budget)
+	case c.MaxCallTime < 0:
+		return fmt.Errorf("%w: MaxCallTime %s is negative", ErrInvalidConfig, c.MaxCallTime)
+	case c.UnlinkChunk < 0:
+		return fmt.Errorf("%w: UnlinkChunk %d is negative", ErrInvalidConfig, c.UnlinkChunk)
+	case c.MaxCallsPerPass < 0:
+		return fmt.Errorf("%w: MaxCallsPerPass %d is negative", ErrInvalidConfig, c.MaxCallsPerPass)
+	case c.CursorSlotBits < 0 || c.CursorSlotBits > 32:
+		return fmt.Errorf("%w: CursorSlotBits %d is outside 0..32", ErrInvalidConfig, c.CursorSlotBits)
+	}
+	return nil
+}
