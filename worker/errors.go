@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
@@ -55,9 +56,10 @@ func transient(err error) bool {
 
 // fatalSetup reports whether a stream or consumer setup error will not go
 // away by waiting: the server refuses the configuration (subjects that
-// overlap another stream's, say), or it has no JetStream at all.
+// overlap another stream's, say), it has no JetStream at all, or the
+// connection is closed for good.
 func fatalSetup(err error) bool {
-	if errors.Is(err, ErrJetStreamDisabled) {
+	if errors.Is(err, ErrJetStreamDisabled) || errors.Is(err, nats.ErrConnectionClosed) {
 		return true
 	}
 	var api *jetstream.APIError

@@ -12,6 +12,7 @@ import (
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -234,5 +235,30 @@ func TestNoJetStreamFailsFast(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Error("Run waited for its context instead of failing fast")
+	}
+}
+
+// TestClosedConnectionStopsRun: once the NATS connection is closed for good
+// (nats.go gives up after repeated authorization failures, or the caller
+// closed it), Run returns an error instead of retrying forever.
+func TestClosedConnectionStopsRun(t *testing.T) {
+	ns := testserver.NATS(t)
+	nc, js := testserver.JetStream(t, ns)
+	h := newHarnessOn(t, js)
+	w, err := worker.New(testConfig(), worker.Deps{JetStream: js, Redis: h.rdb, Rules: h.rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	<-w.Started()
+	nc.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("Run = %v, want an error wrapping nats.ErrConnectionClosed", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run still running 15s after the connection was closed")
 	}
 }

@@ -226,9 +226,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	close(w.started)
 	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
 	slots := make(chan struct{}, w.cfg.Concurrency)
-	w.fetchLoop(ctx, workCtx, cons, p, slots)
+	ferr := w.fetchLoop(ctx, workCtx, cons, p, slots)
 	w.log.Info("🔧 stopping: fetching stopped, finishing events in flight", slog.Int64("in_flight", w.stats.busy.Load()))
 	p.Wait()
+	if ferr != nil {
+		w.log.Error("❌ worker stopped", slog.Any("error", ferr))
+		return ferr
+	}
 	w.log.Info("✅ worker stopped")
 	return nil
 }
@@ -255,19 +259,21 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 	}
 }
 
-// fetchLoop fetches events while Redis is up, until ctx ends. Each fetch
+// fetchLoop fetches events while Redis is up, until ctx ends or the NATS
+// connection is closed for good (nats.go gives up after repeated
+// authorization failures, say), which it returns. Each fetch
 // asks for BatchSize events per free handler; the events that arrive
 // together are handed to one handler as a group, so a burst of events shares
 // one Redis round trip while a lone event is handled as soon as it arrives.
-func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer, p *pool.Pool, slots chan struct{}) {
+func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer, p *pool.Pool, slots chan struct{}) error {
 	errWait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if w.gate.Wait(ctx) != nil {
-			return
+			return nil
 		}
 		held := acquire(ctx, slots)
 		if held == 0 {
-			return
+			return nil
 		}
 		// The fetch outlives ctx (by at most FetchMaxWait): cancelling it would
 		// drop messages the server has already delivered to it, leaving them
@@ -286,10 +292,14 @@ func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer
 			errWait = 100 * time.Millisecond
 			continue
 		}
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return fmt.Errorf("fetch: the NATS connection is closed: %w", err)
+		}
 		w.log.Warn("⚠️ fetch failed, retrying", slog.Any("error", err), slog.Duration("wait", errWait))
 		sleep(ctx, errWait)
 		errWait = min(errWait*2, 5*time.Second)
 	}
+	return nil
 }
 
 // dispatch hands the fetched messages to handlers in groups of what has
