@@ -335,38 +335,47 @@ func TestSweepClose(t *testing.T) {
 }
 
 // Over a million keys, no SCAN or UNLINK call of the walk takes 2 ms or
-// more on the server (SLOWLOG). Not parallel: on a busy machine a server
-// descheduled mid-call logs any command.
+// more on the server (SLOWLOG). Not parallel, and up to three sweeps: on a
+// busy 2-core machine a server descheduled mid-call can log any command
+// now and then, while a COUNT that is too large shows in every sweep.
 func TestSweepStaysOutOfSlowlog(t *testing.T) {
 	rdb := newRedis(t)
 	ctx := context.Background()
-	if err := rdb.Do(ctx, "DEBUG", "POPULATE", 1_000_000, "key").Err(); err != nil {
-		t.Fatal(err)
-	}
 	rdb.ConfigSet(ctx, "slowlog-log-slower-than", "2000")
 	rdb.ConfigSet(ctx, "slowlog-max-len", "1000")
-	rdb.SlowLogReset(ctx)
 	w := newWalker(t, rdb, sweep.Config{})
-	res, err := w.Sweep(ctx, []string{"key:1*", "key:2*", "key:3?"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs, err := rdb.SlowLogGet(ctx, -1).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range logs {
-		if name := strings.ToUpper(l.Args[0]); name == "SCAN" || name == "UNLINK" {
-			t.Errorf("slow %s took %s: %q", name, l.Duration, l.Args[:min(len(l.Args), 6)])
+	var slow []string
+	for attempt := range 3 {
+		if err := rdb.Do(ctx, "DEBUG", "POPULATE", 1_000_000, "key").Err(); err != nil {
+			t.Fatal(err)
+		}
+		rdb.SlowLogReset(ctx)
+		res, err := w.Sweep(ctx, []string{"key:1*", "key:2*", "key:3?"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs, err := rdb.SlowLogGet(ctx, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow = slow[:0]
+		for _, l := range logs {
+			if name := strings.ToUpper(l.Args[0]); name == "SCAN" || name == "UNLINK" {
+				slow = append(slow, fmt.Sprintf("%s took %s: %q", name, l.Duration, l.Args[:min(len(l.Args), 6)]))
+			}
+		}
+		t.Logf("sweep %d removed %d keys in %d SCAN calls; slow calls: %q", attempt+1, res.Removed, res.ScanCalls, slow)
+		if res.Removed != 2*111_111+10 {
+			t.Errorf("removed %d keys", res.Removed)
+		}
+		if left := scanAll(t, rdb, "key:[12]*"); len(left) > 0 {
+			t.Errorf("%d keys survived", len(left))
+		}
+		if len(slow) == 0 {
+			return
 		}
 	}
-	t.Logf("removed %d keys in %d SCAN calls; %d slowlog entries", res.Removed, res.ScanCalls, len(logs))
-	if res.Removed != 2*111_111+10 {
-		t.Errorf("removed %d keys", res.Removed)
-	}
-	if left := scanAll(t, rdb, "key:[12]*"); len(left) > 0 {
-		t.Errorf("%d keys survived", len(left))
-	}
+	t.Errorf("every sweep logged slow calls, the last: %q", slow)
 }
 
 // With a budget, the walk examines keys no faster than the budget (plus
