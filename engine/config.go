@@ -1,0 +1,75 @@
+package engine
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// Engine defaults.
+const (
+	// DefaultScanCount is the COUNT hint of each SCAN.
+	DefaultScanCount = 1000
+	// DefaultMaxScanCalls bounds one pattern sweep, a guard against a cursor that never ends.
+	DefaultMaxScanCalls = 1 << 22
+	// DefaultSweepConcurrency is how many patterns are swept at once.
+	DefaultSweepConcurrency = 4
+)
+
+// unlinkChunk caps the keys of one UNLINK command (and of one generation
+// script call), so that no single command holds the server for long.
+const unlinkChunk = 1000
+
+// ErrInvalidConfig is wrapped by every error of [Config.Validate].
+var ErrInvalidConfig = errors.New("invalid engine config")
+
+// Config configures an engine. The zero value of each field takes its default.
+type Config struct {
+	// ScanCount is the COUNT hint for SCAN. Defaults to DefaultScanCount.
+	ScanCount int
+	// MaxScanCalls bounds the SCAN calls of one pattern sweep; a sweep that
+	// needs more fails with ErrSweepTooLong. Defaults to DefaultMaxScanCalls.
+	MaxScanCalls int
+	// SweepConcurrency is how many patterns are swept in parallel.
+	// Defaults to DefaultSweepConcurrency.
+	SweepConcurrency int
+	// Logger gets a debug line per SCAN page. Defaults to a discarding logger.
+	Logger *slog.Logger
+	// Generations makes every job first advance the generation of each of
+	// its exact keys and of each pattern's scope (see GenerationKey), in the
+	// same round trip and before anything is removed: the invalidation side
+	// of the warmer's guard against writing a value fetched before the
+	// invalidation. Defaults to false (no warming).
+	Generations bool
+}
+
+// WithDefaults returns c with every zero field set to its default.
+// Negative values are kept, for Validate to refuse.
+func (c Config) WithDefaults() Config {
+	c.ScanCount = cmp.Or(c.ScanCount, DefaultScanCount)
+	c.MaxScanCalls = cmp.Or(c.MaxScanCalls, DefaultMaxScanCalls)
+	c.SweepConcurrency = cmp.Or(c.SweepConcurrency, DefaultSweepConcurrency)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports the first field out of range, wrapping ErrInvalidConfig.
+// Zero values are valid: they mean the default.
+func (c Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"ScanCount", c.ScanCount},
+		{"MaxScanCalls", c.MaxScanCalls},
+		{"SweepConcurrency", c.SweepConcurrency},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s is %d, must not be negative", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+// Package engine removes cache keys from Redis: the seam between the
+// consumer, which turns events into jobs, and the keyspace.
+//
+// An [Engine] takes the jobs of a batch of events and reports each job's
+// outcome on its own, so strategies such as one shared SCAN walk for many
+// patterns, or a Redis Cluster that scans every master and groups keys by
+// slot, fit behind it without touching the consumer. [Redis] is the engine
+// for a single server (a standalone Redis or the master a Sentinel names).
+// Every engine passes the contract suite in package enginetest.
+//
+// The invalidation side of the warming guard lives here too (see
+// [GenerationKey]): an engine with [Config.Generations] set advances the
+// generation of every key and pattern scope before it removes anything.
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Job is what one event asks the engine to remove.
+type Job struct {
+	// Exact keys are removed with UNLINK, without SCAN.
+	Exact []string
+	// Patterns are Redis glob patterns; every key matching one is removed.
+	Patterns []string
+}
+
+// Result counts what the engine did for one job.
+type Result struct {
+	// Scanned is the number of keys the SCAN pages returned (keys matching a pattern).
+	Scanned int64
+	// Removed is the number of keys UNLINK removed.
+	Removed int64
+	// ScanCalls is the number of SCAN commands sent.
+	ScanCalls int64
+	// Duration is the wall time of the job.
+	Duration time.Duration
+}
+
+// Add adds the counts of o to r (not the duration).
+func (r *Result) Add(o Result) {
+	r.Scanned += o.Scanned
+	r.Removed += o.Removed
+	r.ScanCalls += o.ScanCalls
+}
+
+// Engine removes keys from Redis.
+type Engine interface {
+	// Apply removes every exact key and every key matching a pattern of each
+	// job. It calls done exactly once per job, with the job's index, as soon
+	// as that job's keys are all gone or it failed (calls may come from
+	// several goroutines at once), and returns after the last call. A job
+	// with exact keys only never waits for another job's patterns. Once ctx
+	// is done, the work stops and the jobs not yet complete fail with an
+	// error wrapping ctx.Err().
+	Apply(ctx context.Context, jobs []Job, done func(i int, res Result, err error))
+}
+
+// Invalidate runs one job through e and returns its result.
+func Invalidate(ctx context.Context, e Engine, job Job) (Result, error) {
+	var (
+		res Result
+		err error
+	)
+	e.Apply(ctx, []Job{job}, func(_ int, r Result, e error) { res, err = r, e })
+	return res, err
+}
+
+// ErrSweepTooLong means a pattern sweep hit [Config.MaxScanCalls].
+var ErrSweepTooLong = errors.New("too many SCAN calls")

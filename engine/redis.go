@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// sweeper removes every key matching any of patterns and blocks until they
+// are all complete. The per-pattern scanner below is one; a shared walker
+// (package engine/sweep) that serves every caller's patterns with one SCAN
+// pass per node is another, plugged in by NewRedis.
+type sweeper interface {
+	Sweep(ctx context.Context, patterns []string) (Result, error)
+}
+
+// Redis is the engine for a single Redis server: a standalone server, or
+// the master of a Sentinel set through a failover client. It takes a
+// *redis.Client only, so a Redis Cluster client (which this engine would
+// serve one node of, silently) does not compile.
+//
+// Exact keys of all jobs of a batch go in one pipelined round trip (with
+// Config.Generations, one script call per unlinkChunk keys advances the
+// generations and then removes the keys, still in that one round trip).
+// Each pattern is then swept page by page, every round trip carrying the
+// UNLINK of the previous page together with the next SCAN, so a sweep costs
+// one round trip per page and never holds more than one page in memory.
+type Redis struct {
+	rdb     *redis.Client
+	cfg     Config
+	sweeper sweeper
+}
+
+// NewRedis returns an engine on rdb, or an error wrapping ErrInvalidConfig.
+func NewRedis(rdb *redis.Client, cfg Config) (*Redis, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Redis{rdb: rdb, cfg: cfg}
+	e.sweeper = &scanner{rdb: rdb, cfg: cfg}
+	return e, nil
+}
+
+// Invalidate removes the keys of one job.
+func (e *Redis) Invalidate(ctx context.Context, job Job) (Result, error) {
+	return Invalidate(ctx, e, job)
+}
+
+// Apply implements Engine. The exact keys of all jobs (and, with
+// Config.Generations, the generations of every job) go in one pipelined
+// round trip; the jobs without patterns are then done, before any sweep
+// starts; the jobs with patterns are swept concurrently, at most
+// Config.SweepConcurrency at once.
+func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		for i := range jobs {
+			done(i, Result{}, fmt.Errorf("invalidate: %w", err))
+		}
+		return
+	}
+	removed, errs := e.exactMany(ctx, jobs)
+	var sweeps []int
+	for i, job := range jobs {
+		if errs[i] != nil || len(job.Patterns) == 0 {
+			done(i, Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
+			continue
+		}
+		sweeps = append(sweeps, i)
+	}
+	p := pool.New().WithMaxGoroutines(e.cfg.SweepConcurrency)
+	for _, i := range sweeps {
+		p.Go(func() {
+			res, err := e.sweeper.Sweep(ctx, jobs[i].Patterns)
+			res.Removed += removed[i]
+			res.Duration = time.Since(start)
+			done(i, res, err)
+		})
+	}
+	p.Wait()
+}
+
+// exactMany removes the exact keys of every job in one round trip and
+// returns the count and error of each job.
+func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
+	if e.cfg.Generations {
+		return advanceAndUnlink(ctx, e.rdb, jobs)
+	}
+	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
+	if len(jobs) == 1 {
+		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact)
+		return removed, errs
+	}
+	pipe := e.rdb.Pipeline()
+	cmds := make([][]*redis.IntCmd, len(jobs))
+	for i, job := range jobs {
+		for c := range slices.Chunk(job.Exact, unlinkChunk) {
+			cmds[i] = append(cmds[i], pipe.Unlink(ctx, c...))
+		}
+	}
+	if pipe.Len() == 0 {
+		return removed, errs
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for i, cs := range cmds {
+		for _, c := range cs {
+			if err := c.Err(); err != nil {
+				errs[i] = fmt.Errorf("unlink %d keys: %w", len(jobs[i].Exact), err)
+				break
+			}
+			removed[i] += c.Val()
+		}
+	}
+	return removed, errs
+}
+
+// exact removes keys in one round trip, in UNLINKs of at most unlinkChunk keys.
+func (e *Redis) exact(ctx context.Context, keys []string) (int64, error) {
+	return unlink(ctx, e.rdb, keys)
+}
+
+// unlink removes keys in one round trip, in UNLINKs of at most unlinkChunk keys.
+func unlink(ctx context.Context, rdb *redis.Client, keys []string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if len(keys) <= unlinkChunk {
+		n, err := rdb.Unlink(ctx, keys...).Result()
+		if err != nil {
+			return 0, fmt.Errorf("unlink %d keys: %w", len(keys), err)
+		}
+		return n, nil
+	}
+	pipe := rdb.Pipeline()
+	var cmds []*redis.IntCmd
+	for c := range slices.Chunk(keys, unlinkChunk) {
+		cmds = append(cmds, pipe.Unlink(ctx, c...))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("unlink %d keys: %w", len(keys), err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// Preview reports what Invalidate would remove without removing anything
+// (and without advancing generations): fn is called with each existing
+// exact key and each key a pattern matches (a key may be reported once per
+// pattern that matches it). fn is never called concurrently.
+func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
+	start := time.Now()
+	var mu sync.Mutex
+	report := func(k string) {
+		if fn != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			fn(k)
+		}
+	}
+	job.Exact = slices.Compact(slices.Sorted(slices.Values(job.Exact)))
+	n, err := e.exists(ctx, job.Exact, report)
+	if err != nil {
+		return Result{Removed: n, Duration: time.Since(start)}, err
+	}
+	s := &scanner{rdb: e.rdb, cfg: e.cfg, dry: true, fn: report}
+	res, err := s.Sweep(ctx, job.Patterns)
+	res.Removed += n
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+// exists reports each of keys that exists to fn, in one round trip.
+func (e *Redis) exists(ctx context.Context, keys []string, fn func(string)) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	pipe := e.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Exists(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("exists %d keys: %w", len(keys), err)
+	}
+	var n int64
+	for i, c := range cmds {
+		if c.Val() > 0 {
+			n++
+			fn(keys[i])
+		}
+	}
+	return n, nil
+}
