@@ -17,8 +17,8 @@ const (
 	DefaultSweepConcurrency = 4
 )
 
-// unlinkChunk caps the keys of one UNLINK command (and of one generation
-// script call), so that no single command holds the server for long.
+// unlinkChunk caps the keys of one UNLINK command, so that no single
+// command holds the server for long.
 const unlinkChunk = 1000
 
 // ErrInvalidConfig is wrapped by every error of [Config.Validate].

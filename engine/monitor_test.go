@@ -54,15 +54,3 @@ func fields(line string) []string {
 	}
 	return out
 }
-
-// field returns argument i of a MONITOR line.
-func field(line string, i int) string {
-	if fs := fields(line); i < len(fs) {
-		return fs[i]
-	}
-	return ""
-}
-
-func containsWord(line, word string) bool {
-	return strings.Contains(strings.ToLower(line), strings.ToLower(word))
-}

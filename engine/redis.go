@@ -25,8 +25,8 @@ type sweeper interface {
 // serve one node of, silently) does not compile.
 //
 // Exact keys of all jobs of a batch go in one pipelined round trip (with
-// Config.Generations, one script call per unlinkChunk keys advances the
-// generations and then removes the keys, still in that one round trip).
+// Config.Generations, the generations of every job go first in that same
+// round trip).
 // Each pattern is then swept page by page, every round trip carrying the
 // UNLINK of the previous page together with the next SCAN, so a sweep costs
 // one round trip per page and never holds more than one page in memory.
@@ -87,17 +87,24 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 }
 
 // exactMany removes the exact keys of every job in one round trip and
-// returns the count and error of each job.
+// returns the count and error of each job. With Config.Generations, the
+// same round trip first advances every generation of every job: a pipeline
+// runs in order on one connection, so each generation is advanced before
+// the first key is removed.
 func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
-	if e.cfg.Generations {
-		return advanceAndUnlink(ctx, e.rdb, jobs)
-	}
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
-	if len(jobs) == 1 {
+	if len(jobs) == 1 && !e.cfg.Generations {
 		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact)
 		return removed, errs
 	}
 	pipe := e.rdb.Pipeline()
+	gens := make([][]*redis.StatusCmd, len(jobs))
+	if e.cfg.Generations {
+		token := newGenerationToken()
+		for i, job := range jobs {
+			gens[i] = advance(ctx, pipe, job, token)
+		}
+	}
 	cmds := make([][]*redis.IntCmd, len(jobs))
 	for i, job := range jobs {
 		for c := range slices.Chunk(job.Exact, unlinkChunk) {
@@ -108,16 +115,27 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 		return removed, errs
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for i, cs := range cmds {
-		for _, c := range cs {
-			if err := c.Err(); err != nil {
-				errs[i] = fmt.Errorf("unlink %d keys: %w", len(jobs[i].Exact), err)
-				break
-			}
-			removed[i] += c.Val()
-		}
+	for i := range jobs {
+		removed[i], errs[i] = e.readJob(jobs[i], gens[i], cmds[i])
 	}
 	return removed, errs
+}
+
+// readJob returns the count and the first error of one job's commands.
+func (e *Redis) readJob(job Job, gens []*redis.StatusCmd, unlinks []*redis.IntCmd) (int64, error) {
+	for _, g := range gens {
+		if err := g.Err(); err != nil {
+			return 0, fmt.Errorf("advance generation: %w", err)
+		}
+	}
+	var n int64
+	for _, c := range unlinks {
+		if err := c.Err(); err != nil {
+			return n, fmt.Errorf("unlink %d keys: %w", len(job.Exact), err)
+		}
+		n += c.Val()
+	}
+	return n, nil
 }
 
 // exact removes keys in one round trip, in UNLINKs of at most unlinkChunk keys.
