@@ -18,7 +18,14 @@ const globMeta = `*?[]\`
 // of Redis' stringmatchlen (as used by SCAN MATCH and KEYS): `*` matches any
 // run of bytes, `?` one byte, `[abc]`, `[^a]` and `[a-z]` one byte of a
 // class, and `\x` the byte x. Matching is byte-wise and case-sensitive. As
-// in Redis, an empty key only matches an empty pattern.
+// in Redis' stringmatchlen, an empty key only matches an empty pattern. (SCAN
+// and KEYS skip matching for the pattern `*` and so also list an empty key.)
+//
+// A range compares bytes as C's char of an x86-64 build of Redis, a signed
+// type: `[a-\xff]` is the range from 0xff (-1) to 'a', which holds '0' and
+// not 'b'. (ARM builds compare unsigned bytes; ranges within ASCII, the
+// only ones rules can hold, mean the same on both.) The differential test
+// against a real redis-server (glob_redis_test.go) checks all of this.
 func Match(pattern, key string) bool {
 	var skipLonger bool
 	return matchGlob(pattern, key, &skipLonger, 0)
@@ -97,8 +104,8 @@ func matchClass(p string, c byte) (rest string, ok bool) {
 		case p[0] == ']':
 			return p[1:], found != negate
 		case len(p) >= 3 && p[1] == '-':
-			lo, hi := min(p[0], p[2]), max(p[0], p[2])
-			found = found || (lo <= c && c <= hi)
+			lo, hi := min(int8(p[0]), int8(p[2])), max(int8(p[0]), int8(p[2]))
+			found = found || (lo <= int8(c) && int8(c) <= hi)
 			p = p[3:]
 		default:
 			found = found || p[0] == c
