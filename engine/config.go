@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/invalidator/invalidator/engine/sweep"
 )
 
 // Engine defaults.
@@ -31,11 +33,24 @@ type Config struct {
 	// MaxScanCalls bounds the SCAN calls of one pattern sweep; a sweep that
 	// needs more fails with ErrSweepTooLong. Defaults to DefaultMaxScanCalls.
 	MaxScanCalls int
-	// SweepConcurrency is how many patterns are swept in parallel.
-	// Defaults to DefaultSweepConcurrency.
+	// SweepConcurrency is how many patterns are swept in parallel with
+	// PerPattern (the shared walk serves all at once). Defaults to
+	// DefaultSweepConcurrency.
 	SweepConcurrency int
 	// Logger gets a debug line per SCAN page. Defaults to a discarding logger.
 	Logger *slog.Logger
+	// PerPattern sweeps each pattern with a SCAN walk of its own, as the
+	// engine did before shared sweeps: every pattern of every event costs a
+	// pass over the keyspace. For comparison in benchmarks. Defaults to
+	// false: one shared walk (package sweep) serves every pattern in hand.
+	PerPattern bool
+	// Sweep configures the shared walk: its pace (Sweep.Budget, keys
+	// examined per second), the longest call it lets Redis spend
+	// (Sweep.MaxCallTime), and its metrics (Sweep.Observer). ScanCount, when
+	// set, is its largest COUNT unless Sweep.MaxScanCount is set; Logger is
+	// its logger unless Sweep.Logger is set; MaxScanCalls bounds the calls
+	// of one pass unless Sweep.MaxCallsPerPass is set.
+	Sweep sweep.Config
 	// Generations makes every job first advance the generation of each of
 	// its exact keys and of each pattern's scope (see GenerationKey), in the
 	// same round trip and before anything is removed: the invalidation side
@@ -52,6 +67,11 @@ func (c Config) WithDefaults() Config {
 	c.SweepConcurrency = cmp.Or(c.SweepConcurrency, DefaultSweepConcurrency)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Sweep.MaxScanCount = cmp.Or(c.Sweep.MaxScanCount, c.ScanCount)
+	c.Sweep.MaxCallsPerPass = cmp.Or(c.Sweep.MaxCallsPerPass, c.MaxScanCalls)
+	if c.Sweep.Logger == nil {
+		c.Sweep.Logger = c.Logger
 	}
 	return c
 }
@@ -70,6 +90,9 @@ func (c Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s is %d, must not be negative", ErrInvalidConfig, f.name, f.v)
 		}
+	}
+	if err := c.Sweep.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }

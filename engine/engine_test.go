@@ -33,15 +33,19 @@ func newRedis(tb testing.TB, cfg engine.Config) (*engine.Redis, *redis.Client) {
 }
 
 // TestContract runs the shared engine contract against the single-node
-// engine, without and with generations (the two exact-key paths).
+// engine: with the shared walk and with one walk per pattern, without and
+// with generations (the two exact-key paths).
 func TestContract(t *testing.T) {
-	for _, gens := range []bool{false, true} {
-		t.Run("generations="+strconv.FormatBool(gens), func(t *testing.T) {
-			enginetest.Run(t, func(t *testing.T) enginetest.Setup {
-				e, rdb := newRedis(t, engine.Config{Generations: gens})
-				return enginetest.Setup{Engine: e, Client: rdb}
+	for _, perPattern := range []bool{false, true} {
+		for _, gens := range []bool{false, true} {
+			t.Run("per-pattern="+strconv.FormatBool(perPattern)+",generations="+strconv.FormatBool(gens), func(t *testing.T) {
+				enginetest.Run(t, func(t *testing.T) enginetest.Setup {
+					e, rdb := newRedis(t, engine.Config{Generations: gens, PerPattern: perPattern})
+					t.Cleanup(func() { _ = e.Close() })
+					return enginetest.Setup{Engine: e, Client: rdb}
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/redis/go-redis/v9"
 	"github.com/sourcegraph/conc/pool"
 )
@@ -34,6 +36,7 @@ type Redis struct {
 	rdb     *redis.Client
 	cfg     Config
 	sweeper sweeper
+	walker  *sweep.Walker // nil with Config.PerPattern
 }
 
 // NewRedis returns an engine on rdb, or an error wrapping ErrInvalidConfig.
@@ -43,8 +46,42 @@ func NewRedis(rdb *redis.Client, cfg Config) (*Redis, error) {
 		return nil, err
 	}
 	e := &Redis{rdb: rdb, cfg: cfg}
-	e.sweeper = &scanner{rdb: rdb, cfg: cfg}
+	if cfg.PerPattern {
+		e.sweeper = &scanner{rdb: rdb, cfg: cfg}
+		return e, nil
+	}
+	e.walker = sweep.New(rdb, cfg.Sweep)
+	e.sweeper = shared{e.walker}
 	return e, nil
+}
+
+// Close stops the shared walk; Apply calls waiting for it fail with
+// sweep.ErrClosed. It is safe to call more than once.
+func (e *Redis) Close() error {
+	if e.walker == nil {
+		return nil
+	}
+	return e.walker.Close()
+}
+
+// Sweeps reports the shared walk, for the ops endpoint: one status (this
+// engine has one node), none with Config.PerPattern.
+func (e *Redis) Sweeps() []sweep.Status {
+	if e.walker == nil {
+		return nil
+	}
+	return []sweep.Status{e.walker.Status()}
+}
+
+// shared adapts a sweep.Walker to sweeper.
+type shared struct{ w *sweep.Walker }
+
+func (s shared) Sweep(ctx context.Context, patterns []string) (Result, error) {
+	r, err := s.w.Sweep(ctx, patterns)
+	if errors.Is(err, sweep.ErrPassTooLong) {
+		err = fmt.Errorf("%w: %w", ErrSweepTooLong, err)
+	}
+	return Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}, err
 }
 
 // Invalidate removes the keys of one job.
@@ -55,8 +92,8 @@ func (e *Redis) Invalidate(ctx context.Context, job Job) (Result, error) {
 // Apply implements Engine. The exact keys of all jobs (and, with
 // Config.Generations, the generations of every job) go in one pipelined
 // round trip; the jobs without patterns are then done, before any sweep
-// starts; the jobs with patterns are swept concurrently, at most
-// Config.SweepConcurrency at once.
+// starts; the jobs with patterns all join the shared walk at once (with
+// Config.PerPattern, at most Config.SweepConcurrency are swept at once).
 func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
@@ -74,7 +111,12 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 		}
 		sweeps = append(sweeps, i)
 	}
-	p := pool.New().WithMaxGoroutines(e.cfg.SweepConcurrency)
+	// Every pattern job joins the shared walk at once; per-pattern walks are
+	// bounded by SweepConcurrency.
+	p := pool.New()
+	if e.walker == nil {
+		p = p.WithMaxGoroutines(e.cfg.SweepConcurrency)
+	}
 	for _, i := range sweeps {
 		p.Go(func() {
 			res, err := e.sweeper.Sweep(ctx, jobs[i].Patterns)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,18 +90,18 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 	stop := w.keepAlive(ctx, work)
 	defer stop()
 	for try := 0; len(work) > 0; try++ {
-		jobs := make([]Job, len(work))
+		jobs := make([]engine.Job, len(work))
 		for i, d := range work {
-			jobs[i] = Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
+			jobs[i] = engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
 		}
 		var (
 			mu    sync.Mutex
 			again []*delivery
 		)
 		actx, cancel := context.WithTimeout(ctx, w.cfg.EventTimeout)
-		w.engine.Apply(actx, jobs, func(i int, res Result, err error) {
+		w.engine.Apply(actx, jobs, func(i int, res engine.Result, err error) {
 			d := work[i]
-			d.rep.Result.add(res)
+			d.rep.Result.Add(res)
 			d.rep.Duration += res.Duration
 			// An outage is waited out; our own EventTimeout is not an outage.
 			if transient(err) && actx.Err() == nil && ctx.Err() == nil && try < maxTransientRetries {

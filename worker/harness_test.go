@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
@@ -228,4 +229,14 @@ func headers(ms []*jetstream.RawStreamMsg) []map[string][]string {
 		out = append(out, m.Header)
 	}
 	return out
+}
+
+// newEngine is engine.NewRedis for tests: an error fails the test.
+func newEngine(tb testing.TB, rdb *redis.Client, cfg engine.Config) *engine.Redis {
+	tb.Helper()
+	e, err := engine.NewRedis(rdb, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e
 }

@@ -1,6 +1,10 @@
 package worker
 
-import "time"
+import (
+	"time"
+
+	"github.com/invalidator/invalidator/engine"
+)
 
 // Outcome is what became of one delivery of an event.
 type Outcome string
@@ -30,7 +34,7 @@ type Report struct {
 	// fit for metric labels.
 	Rules []string
 	Outcome
-	Result
+	engine.Result
 	// Err is why the event was retried or dead-lettered.
 	Err error
 	// StreamSeq is the event's sequence in the stream (0 if unknown): what

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
@@ -19,22 +20,22 @@ import (
 // failing is an engine that fails the jobs with an exact key under
 // "cache:fail:" and passes the others to the real engine: it makes chosen events
 // fail the way a Redis error would, without touching Redis' permissions.
-type failing struct{ next worker.Engine }
+type failing struct{ next engine.Engine }
 
-func (f failing) Apply(ctx context.Context, jobs []worker.Job, done func(int, worker.Result, error)) {
+func (f failing) Apply(ctx context.Context, jobs []engine.Job, done func(int, engine.Result, error)) {
 	var pass []int
 	for i, j := range jobs {
 		if len(j.Exact) > 0 && strings.HasPrefix(j.Exact[0], "cache:fail:") {
-			done(i, worker.Result{}, fmt.Errorf("chosen to fail: %s", j.Exact[0]))
+			done(i, engine.Result{}, fmt.Errorf("chosen to fail: %s", j.Exact[0]))
 			continue
 		}
 		pass = append(pass, i)
 	}
-	sub := make([]worker.Job, len(pass))
+	sub := make([]engine.Job, len(pass))
 	for k, i := range pass {
 		sub[k] = jobs[i]
 	}
-	f.next.Apply(ctx, sub, func(k int, r worker.Result, err error) { done(pass[k], r, err) })
+	f.next.Apply(ctx, sub, func(k int, r engine.Result, err error) { done(pass[k], r, err) })
 }
 
 // deliveries records when each delivery of each event was settled.
@@ -79,7 +80,7 @@ func TestRetryGapsAreTheBackoff(t *testing.T) {
 			cfg.Backoff = []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}
 			cfg.MaxDeliver = 5
 			cfg.FetchMaxWait = time.Second
-			r := h.start(cfg, worker.Deps{Engine: failing{worker.NewRedisEngine(h.rdb, worker.EngineConfig{})}, Observer: rec})
+			r := h.start(cfg, worker.Deps{Engine: failing{newEngine(t, h.rdb, engine.Config{})}, Observer: rec})
 			h.set("user:7", "user:8")
 			failSeq := h.publish("events.cache.invalidate", map[string]any{"keys": []any{"cache:fail:1"}})
 			okSeq := h.publish("events.user.updated", map[string]any{"user_id": "7"})

@@ -10,6 +10,8 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +36,7 @@ func BenchmarkThroughput(b *testing.B) {
 	b.Run("warm-hanging-source", func(b *testing.B) {
 		benchThroughput(b, func(b *testing.B, h *harness, n int) {
 			obs := runWorkerWarming(b, h, n, func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-			if n > 2*worker.DefaultWarmQueue && obs.get(worker.WarmShed) == 0 {
+			if n > 2*warm.DefaultQueue && obs.get(warm.Shed) == 0 {
 				b.Fatalf("no warm request was shed (outcomes %v): the source did not hang", obs.n)
 			}
 		})
@@ -85,9 +87,9 @@ func runWorkerWarming(b *testing.B, h *harness, n int, handler func(http.Respons
 	}
 	h.rules = rules
 	obs := &warmCounts{}
-	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
-	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
-	runWorkerWith(b, h, n, worker.Deps{Warmer: warmer, Engine: engine})
+	warmer := newWarmer(b, h.rdb, warm.Config{}, nil, obs)
+	eng := newEngine(b, h.rdb, engine.Config{Generations: true})
+	runWorkerWith(b, h, n, worker.Deps{Warmer: warmer, Engine: eng})
 	return obs
 }
 

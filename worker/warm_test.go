@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,10 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
+	"github.com/redis/go-redis/v9"
 )
 
 // source is a real HTTP server standing for the application the warmer
@@ -81,7 +85,7 @@ schedule:
 }
 
 // startWarmer runs w until the test ends.
-func startWarmer(t testing.TB, w *worker.Warmer) {
+func startWarmer(t testing.TB, w *warm.Warmer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { w.Run(ctx); close(done) }()
@@ -103,9 +107,9 @@ func TestWarmAfterInvalidation(t *testing.T) {
 	h.rules = warmRules(t, src.URL)
 	h.set("cache:course_analytics:42", "cache:course_analytics:42:x")
 	obs := &warmCounts{}
-	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{Env: map[string]string{"WARM_TOKEN": "Bearer s3cret"}}, nil, obs)
-	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
-	r := h.start(testConfig(), worker.Deps{Engine: engine, Warmer: warmer})
+	warmer := newWarmer(t, h.rdb, warm.Config{Env: map[string]string{"WARM_TOKEN": "Bearer s3cret"}}, nil, obs)
+	eng := newEngine(t, h.rdb, engine.Config{Generations: true})
+	r := h.start(testConfig(), worker.Deps{Engine: eng, Warmer: warmer})
 
 	h.publish("events.course.updated", course(42))
 	h.eventually("key warmed with the source's body", 10*time.Second, func() bool {
@@ -119,7 +123,7 @@ func TestWarmAfterInvalidation(t *testing.T) {
 	if h.exists("cache:course_analytics:42:x") {
 		t.Error("sub-key not invalidated")
 	}
-	h.eventually("trigger sent", 10*time.Second, func() bool { return obs.get(worker.WarmTriggered) == 1 })
+	h.eventually("trigger sent", 10*time.Second, func() bool { return obs.get(warm.Triggered) == 1 })
 	if gotAuth.Load() != "Bearer s3cret" || gotBypass.Load() != "1" {
 		t.Errorf("headers: Authorization %q, X-Cache-Bypass %q", gotAuth.Load(), gotBypass.Load())
 	}
@@ -155,15 +159,15 @@ func countPrefix(list []string, prefix string) int {
 // warmCounts counts warm outcomes.
 type warmCounts struct {
 	mu        sync.Mutex
-	n         map[worker.WarmOutcome]int
+	n         map[warm.Outcome]int
 	scheduled int
 }
 
-func (c *warmCounts) WarmDone(o worker.WarmOutcome, _ time.Duration) {
+func (c *warmCounts) WarmDone(o warm.Outcome, _ time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
-		c.n = map[worker.WarmOutcome]int{}
+		c.n = map[warm.Outcome]int{}
 	}
 	c.n[o]++
 }
@@ -174,7 +178,7 @@ func (c *warmCounts) ScheduledRefresh(string) {
 	c.scheduled++
 }
 
-func (c *warmCounts) get(o worker.WarmOutcome) int {
+func (c *warmCounts) get(o warm.Outcome) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n[o]
@@ -195,12 +199,12 @@ func TestWarmNeverWritesAStaleValue(t *testing.T) {
 		}
 		jsonBody(fmt.Sprintf(`{"v": %d}`, v))(w, r)
 	})
-	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, nil)
-	engine := worker.NewRedisEngine(h.rdb, worker.EngineConfig{Generations: true})
+	warmer := newWarmer(t, h.rdb, warm.Config{}, nil, nil)
+	eng := newEngine(t, h.rdb, engine.Config{Generations: true})
 	const key = "cache:course_analytics:7"
 	req := cachekeys.WarmRequest{Key: key, URL: src.URL + "/c/7", Host: src.Listener.Addr().String(), TTL: time.Minute}
 	ctx := context.Background()
-	outcomes := map[worker.WarmOutcome]int{}
+	outcomes := map[warm.Outcome]int{}
 	const rounds = 200
 	for round := range rounds {
 		gate := make(chan struct{})
@@ -213,8 +217,8 @@ func TestWarmNeverWritesAStaleValue(t *testing.T) {
 			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
 			version.Add(1) // the application commits newer data...
 			// ...and publishes the event: the key and its sub-keys go
-			job := worker.Job{Exact: []string{key}, Patterns: []string{key + ":*"}}
-			if _, err := engine.Invalidate(ctx, job); err != nil {
+			job := engine.Job{Exact: []string{key}, Patterns: []string{key + ":*"}}
+			if _, err := engine.Invalidate(ctx, eng, job); err != nil {
 				t.Error(err)
 			}
 			open() // release after the invalidation, unless released before
@@ -233,7 +237,7 @@ func TestWarmNeverWritesAStaleValue(t *testing.T) {
 		h.rdb.Del(ctx, key)
 	}
 	t.Logf("outcomes over %d rounds: %v", rounds, outcomes)
-	if outcomes[worker.WarmSkippedStale] == 0 {
+	if outcomes[warm.SkippedStale] == 0 {
 		t.Errorf("no round raced (outcomes %v): the test did not exercise the guard", outcomes)
 	}
 }
@@ -249,7 +253,7 @@ func TestWarmCoalescesRequestsForOneKey(t *testing.T) {
 		jsonBody(`{}`)(w, r)
 	})
 	obs := &warmCounts{}
-	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
+	warmer := newWarmer(t, h.rdb, warm.Config{}, nil, obs)
 	startWarmer(t, warmer)
 	req := cachekeys.WarmRequest{Key: "cache:k:1", URL: src.URL + "/k/1", Host: src.Listener.Addr().String(), TTL: time.Minute}
 	warmer.Enqueue([]cachekeys.WarmRequest{req})
@@ -262,7 +266,7 @@ func TestWarmCoalescesRequestsForOneKey(t *testing.T) {
 		warmer.Enqueue([]cachekeys.WarmRequest{req})
 	}
 	close(gate)
-	h.eventually("two stores", 10*time.Second, func() bool { return obs.get(worker.WarmStored) == 2 })
+	h.eventually("two stores", 10*time.Second, func() bool { return obs.get(warm.Stored) == 2 })
 	// Nothing more comes: the state is gone once the second fetch is done.
 	warmer.Enqueue(nil)
 	if n := src.hits.Load(); n != 2 {
@@ -275,7 +279,7 @@ func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
 	h := newHarness(t)
 	src := newSource(t, func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", http.StatusBadGateway) })
 	obs := &warmCounts{}
-	warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{BreakerFailures: 3, BreakerCooldown: time.Hour}, nil, obs)
+	warmer := newWarmer(t, h.rdb, warm.Config{BreakerFailures: 3, BreakerCooldown: time.Hour}, nil, obs)
 	host := src.Listener.Addr().String()
 	ctx := context.Background()
 	for i := range 10 {
@@ -284,7 +288,7 @@ func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
 	if got := src.hits.Load(); got != 3 {
 		t.Errorf("source hit %d times, want 3 (then the breaker opens)", got)
 	}
-	if obs.get(worker.WarmFailed) != 3 || obs.get(worker.WarmShed) != 7 || !warmer.Open(host) {
+	if obs.get(warm.Failed) != 3 || obs.get(warm.Shed) != 7 || !warmer.Open(host) {
 		t.Errorf("outcomes %v, open %v: want 3 failed, 7 shed, breaker open", obs.n, warmer.Open(host))
 	}
 	if h.dbsize() != 0 {
@@ -303,11 +307,11 @@ func TestScheduleRunsOncePerIntervalAcrossReplicas(t *testing.T) {
 	first := time.Now().Unix() // the 1s schedule's interval numbers are Unix seconds
 	var wg sync.WaitGroup
 	for range 2 {
-		warmer := worker.NewWarmer(h.rdb, worker.WarmConfig{}, nil, obs)
-		s := worker.NewScheduler(warmer, rules.Schedules(), nil)
+		warmer := newWarmer(t, h.rdb, warm.Config{}, nil, obs)
+		s := warm.NewScheduler(warmer, rules.Schedules(), nil)
 		wg.Go(func() { s.Run(ctx) })
 	}
-	h.eventually("three refreshes", 15*time.Second, func() bool { return obs.get(worker.WarmStored) >= 3 })
+	h.eventually("three refreshes", 15*time.Second, func() bool { return obs.get(warm.Stored) >= 3 })
 	cancel()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -328,4 +332,14 @@ func TestScheduleRunsOncePerIntervalAcrossReplicas(t *testing.T) {
 	if v, _ := h.rdb.Get(context.Background(), "cache:system_stats:global").Result(); v != `{"stats": 1}` {
 		t.Errorf("scheduled key = %q", v)
 	}
+}
+
+// newWarmer is warm.New for tests: an error fails the test.
+func newWarmer(tb testing.TB, rdb redis.UniversalClient, cfg warm.Config, log *slog.Logger, obs warm.Observer) *warm.Warmer {
+	tb.Helper()
+	w, err := warm.New(rdb, cfg, log, obs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w
 }

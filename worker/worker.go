@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -26,12 +28,12 @@ type Worker struct {
 	js     jetstream.JetStream
 	rdb    redis.UniversalClient
 	rules  *cachekeys.Rules
-	engine Engine
+	engine engine.Engine
 	log    *slog.Logger
 	obs    Observer
 	gate   *gate
-	warmer *Warmer
-	sched  *Scheduler
+	warmer *warm.Warmer
+	sched  *warm.Scheduler
 
 	stats struct {
 		applied, deadLettered, retried, unrouted, keysRemoved atomic.Int64
@@ -54,18 +56,19 @@ type Deps struct {
 	Redis redis.UniversalClient
 	// Rules map subjects to keys. Required.
 	Rules *cachekeys.Rules
-	// Engine removes keys. Defaults to NewRedisEngine(Redis, EngineConfig{}).
-	Engine Engine
+	// Engine removes keys. Defaults to engine.NewRedis(Redis, engine.Config{})
+	// when Redis is a *redis.Client; required for other client types.
+	Engine engine.Engine
 	// Logger defaults to a discarding logger.
 	Logger *slog.Logger
 	// Observer is told of every outcome. Optional.
 	Observer Observer
 	// Warmer, when set, gets the warm requests of every applied event, and
 	// runs while the worker runs (it stops when Run's context ends). Its
-	// engine must advance generations (EngineConfig.Generations). Optional.
-	Warmer *Warmer
+	// engine must advance generations (engine.Config.Generations). Optional.
+	Warmer *warm.Warmer
 	// Scheduler, when set, runs while the worker runs. Optional.
-	Scheduler *Scheduler
+	Scheduler *warm.Scheduler
 }
 
 // New validates cfg (after WithDefaults) and returns a Worker.
@@ -81,7 +84,15 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	if d.Engine == nil {
-		d.Engine = NewRedisEngine(d.Redis, EngineConfig{Logger: d.Logger})
+		c, ok := d.Redis.(*redis.Client)
+		if !ok {
+			return nil, fmt.Errorf("%w: Engine is required with a %T", ErrInvalidConfig, d.Redis)
+		}
+		e, err := engine.NewRedis(c, engine.Config{Logger: d.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		d.Engine = e
 	}
 	if d.Observer == nil {
 		d.Observer = nopObserver{}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
@@ -193,17 +194,17 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 
 // gatedEngine holds every job until released: a way to have events in flight.
 type gatedEngine struct {
-	worker.Engine
+	engine.Engine
 	started chan struct{}
 	release chan struct{}
 	once    sync.Once
 }
 
-func newGatedEngine(inner worker.Engine) *gatedEngine {
+func newGatedEngine(inner engine.Engine) *gatedEngine {
 	return &gatedEngine{Engine: inner, started: make(chan struct{}, 100), release: make(chan struct{})}
 }
 
-func (g *gatedEngine) Apply(ctx context.Context, jobs []worker.Job, done func(int, worker.Result, error)) {
+func (g *gatedEngine) Apply(ctx context.Context, jobs []engine.Job, done func(int, engine.Result, error)) {
 	for range jobs {
 		g.started <- struct{}{}
 	}
@@ -211,7 +212,7 @@ func (g *gatedEngine) Apply(ctx context.Context, jobs []worker.Job, done func(in
 	case <-g.release:
 	case <-ctx.Done():
 		for i := range jobs {
-			done(i, worker.Result{}, ctx.Err())
+			done(i, engine.Result{}, ctx.Err())
 		}
 		return
 	}
@@ -230,7 +231,7 @@ func TestKilledWorkerEventsAreRedelivered(t *testing.T) {
 
 	// The first worker has its own connection, which is cut mid-event.
 	_, js1 := testserver.JetStream(t, h.ns)
-	stuck := newGatedEngine(worker.NewRedisEngine(h.rdb, worker.EngineConfig{}))
+	stuck := newGatedEngine(newEngine(t, h.rdb, engine.Config{}))
 	cfg1 := cfg
 	cfg1.ShutdownTimeout = 50 * time.Millisecond // the events never finish there
 	first := h.start(cfg1, worker.Deps{JetStream: js1, Engine: stuck})
@@ -264,7 +265,7 @@ func TestKilledWorkerEventsAreRedelivered(t *testing.T) {
 func TestShutdownDrainsEventsInFlight(t *testing.T) {
 	h := newHarness(t)
 	h.set("user:5", "user:5:a", "user:6")
-	gated := newGatedEngine(worker.NewRedisEngine(h.rdb, worker.EngineConfig{}))
+	gated := newGatedEngine(newEngine(t, h.rdb, engine.Config{}))
 	r := h.start(testConfig(), worker.Deps{Engine: gated})
 	h.publish("events.user.updated", map[string]any{"user_id": 5})
 	select {

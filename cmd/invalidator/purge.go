@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/config"
-	"github.com/invalidator/invalidator/worker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -45,7 +45,10 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	eng := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Generations: *gens})
+	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Generations: *gens})
+	if err != nil {
+		return usageError{err}
+	}
 	if *dry {
 		return preview(ctx, e, eng, job)
 	}
@@ -57,7 +60,7 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	return nil
 }
 
-func preview(ctx context.Context, e env, eng *worker.RedisEngine, job worker.Job) error {
+func preview(ctx context.Context, e env, eng *engine.Redis, job engine.Job) error {
 	seen := map[string]bool{}
 	res, err := eng.Preview(ctx, job, func(k string) {
 		if !seen[k] && len(seen) < maxListed {
@@ -76,8 +79,8 @@ func preview(ctx context.Context, e env, eng *worker.RedisEngine, job worker.Job
 }
 
 // purgeJob checks each argument like a template without placeholders.
-func purgeJob(args []string) (worker.Job, error) {
-	var job worker.Job
+func purgeJob(args []string) (engine.Job, error) {
+	var job engine.Job
 	for _, a := range args {
 		t, err := cachekeys.ParseTemplate(a)
 		if err != nil {

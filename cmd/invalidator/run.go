@@ -8,9 +8,11 @@ import (
 	"syscall"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/metrics"
 	"github.com/invalidator/invalidator/internal/ops"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,13 +78,18 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		scheduled = append(scheduled, sc.Key.String())
 	}
 	m.Schedules(scheduled...)
-	engine := worker.NewRedisEngine(rdb, worker.EngineConfig{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
-	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: engine, Logger: log, Observer: m}
+	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
+	if err != nil {
+		return usageError{err}
+	}
+	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Logger: log, Observer: m}
 	if rules.Warms() {
 		wc := cfg.Warm
 		wc.Env = cfg.WarmEnv
-		deps.Warmer = worker.NewWarmer(rdb, wc, log, m)
-		deps.Scheduler = worker.NewScheduler(deps.Warmer, rules.Schedules(), log)
+		if deps.Warmer, err = warm.New(rdb, wc, log, m); err != nil {
+			return usageError{err}
+		}
+		deps.Scheduler = warm.NewScheduler(deps.Warmer, rules.Schedules(), log)
 		log.Info("🔧 cache warming on", slog.Int("schedules", len(rules.Schedules())))
 	}
 	w, err = worker.New(cfg.Worker, deps)

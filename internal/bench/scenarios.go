@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +70,7 @@ func quantile(d []time.Duration, q float64) time.Duration {
 }
 
 // startWorker runs a worker with the default configuration until stop is called.
-func startWorker(e *env, eng worker.Engine, obs worker.Observer) (w *worker.Worker, stop func(), err error) {
+func startWorker(e *env, eng engine.Engine, obs worker.Observer) (w *worker.Worker, stop func(), err error) {
 	w, err = worker.New(worker.Config{}, worker.Deps{JetStream: e.js, Redis: e.rdb, Rules: rules(), Engine: eng, Observer: obs})
 	if err != nil {
 		return nil, nil, err
@@ -99,7 +100,7 @@ func waitApplied(w *worker.Worker, n int64, limit time.Duration) error {
 }
 
 // drain runs a fresh worker over the backlog of n events and times it.
-func drain(e *env, eng worker.Engine, n int) (time.Duration, error) {
+func drain(e *env, eng engine.Engine, n int) (time.Duration, error) {
 	w, stop, err := startWorker(e, eng, nil)
 	if err != nil {
 		return 0, err

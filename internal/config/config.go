@@ -17,7 +17,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/logging"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/redis/go-redis/v9"
 )
@@ -58,15 +60,15 @@ var Settings = []Setting{
 	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
 	{"MAX_DELIVER", "max-deliver", "int", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
 	{"ACK_WAIT", "ack-wait", "duration", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
-	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(worker.DefaultScanCount), "COUNT hint of each SCAN"},
+	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "COUNT hint of each SCAN"},
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
 	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional)"},
-	{"WARM_CONCURRENCY", "warm-concurrency", "int", strconv.Itoa(worker.DefaultWarmWorkers), "warm requests running at once"},
-	{"WARM_MAX_PER_HOST", "warm-max-per-host", "int", strconv.Itoa(worker.DefaultWarmPerHost), "warm requests in flight to one host"},
-	{"WARM_QUEUE", "warm-queue", "int", strconv.Itoa(worker.DefaultWarmQueue), "warm requests waiting; more are shed"},
-	{"WARM_TIMEOUT", "warm-timeout", "duration", worker.DefaultWarmTimeout.String(), "timeout of one warm request, body included"},
-	{"WARM_MAX_BODY_BYTES", "warm-max-body-bytes", "int", strconv.Itoa(worker.DefaultWarmMaxBody), "largest response body a warm request stores"},
+	{"WARM_CONCURRENCY", "warm-concurrency", "int", strconv.Itoa(warm.DefaultWorkers), "warm requests running at once"},
+	{"WARM_MAX_PER_HOST", "warm-max-per-host", "int", strconv.Itoa(warm.DefaultPerHost), "warm requests in flight to one host"},
+	{"WARM_QUEUE", "warm-queue", "int", strconv.Itoa(warm.DefaultQueue), "warm requests waiting; more are shed"},
+	{"WARM_TIMEOUT", "warm-timeout", "duration", warm.DefaultTimeout.String(), "timeout of one warm request, body included"},
+	{"WARM_MAX_BODY_BYTES", "warm-max-body-bytes", "int", strconv.Itoa(warm.DefaultMaxBody), "largest response body a warm request stores"},
 	{"LOG_LEVEL", "log-level", "level", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "log-format", "format", "", "pretty or json; default pretty on a terminal, json otherwise"},
 }
@@ -85,7 +87,7 @@ type Run struct {
 	LogLevel  slog.Level
 	LogFormat logging.Format
 	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
-	Warm worker.WarmConfig
+	Warm warm.Config
 	// WarmEnv holds the values of the environment variables the rules'
 	// headers_from_env name (see ResolveWarmEnv); they are secrets.
 	WarmEnv map[string]string
@@ -341,7 +343,7 @@ func (r *resolver) run() (*Run, error) {
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
-	c.Warm = worker.WarmConfig{
+	c.Warm = warm.Config{
 		Workers: r.integer("WARM_CONCURRENCY", 1, 1000),
 		PerHost: r.integer("WARM_MAX_PER_HOST", 1, 1000),
 		Queue:   r.integer("WARM_QUEUE", 1, 1_000_000),

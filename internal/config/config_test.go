@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/invalidator/invalidator/worker"
@@ -94,7 +95,7 @@ func TestFlagsDefaults(t *testing.T) {
 		{"Worker.MaxDeliver", c.Worker.MaxDeliver, worker.DefaultMaxDeliver},
 		{"Worker.AckWait", c.Worker.AckWait, worker.DefaultAckWait},
 		{"Worker.ShutdownTimeout", c.Worker.ShutdownTimeout, worker.DefaultShutdownTimeout},
-		{"ScanCount", c.ScanCount, worker.DefaultScanCount},
+		{"ScanCount", c.ScanCount, engine.DefaultScanCount},
 		{"HTTPAddr", c.HTTPAddr, config.DefaultHTTPAddr},
 		{"OpsToken", c.OpsToken, ""},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},

@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,7 @@ type Metrics struct {
 	warms        *prometheus.CounterVec
 	warmLatency  prometheus.Histogram
 	scheduled    *prometheus.CounterVec
+	sweep        sweepMetrics
 }
 
 // Sources are read at scrape time. Any may be nil until the worker is set up.
@@ -56,9 +58,9 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		keysRemoved: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "keys_removed_total",
 			Help: "Redis keys removed by UNLINK."}),
 		scanKeys: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "scan_keys_total",
-			Help: "Keys returned by SCAN pages (keys matching a pattern)."}),
+			Help: "Keys examined by SCAN while each event's patterns were being swept (shared calls count once per event served)."}),
 		scanCalls: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "scan_calls_total",
-			Help: "SCAN commands sent."}),
+			Help: "SCAN calls made while each event's patterns were being swept (a call of the shared walk counts once for every event it served; see sweep_passes_total for the walk itself)."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "event_duration_seconds",
 			Help: "Time to invalidate the keys of one event.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "event_lag_seconds",
@@ -81,10 +83,11 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		m.redisUp, m.redisChanges, m.warms, m.warmLatency, m.scheduled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newGauges(src))
+	m.sweep = newSweepMetrics(reg)
 	for _, o := range []worker.Outcome{worker.Applied, worker.Retried, worker.DeadLettered, worker.Unrouted, worker.Abandoned} {
 		m.events.WithLabelValues(string(o)) // export zeros, so rates work from the start
 	}
-	for _, o := range []worker.WarmOutcome{worker.WarmStored, worker.WarmTriggered, worker.WarmSkippedStale, worker.WarmFailed, worker.WarmShed} {
+	for _, o := range []warm.Outcome{warm.Stored, warm.Triggered, warm.SkippedStale, warm.Failed, warm.Shed} {
 		m.warms.WithLabelValues(string(o))
 	}
 	return m
@@ -119,10 +122,10 @@ func (m *Metrics) RedisUp(up bool) {
 	}
 }
 
-// WarmDone implements worker.WarmObserver.
-func (m *Metrics) WarmDone(o worker.WarmOutcome, latency time.Duration) {
+// WarmDone implements warm.Observer.
+func (m *Metrics) WarmDone(o warm.Outcome, latency time.Duration) {
 	m.warms.WithLabelValues(string(o)).Inc()
-	if o != worker.WarmShed {
+	if o != warm.Shed {
 		m.warmLatency.Observe(latency.Seconds())
 	}
 }
@@ -136,7 +139,7 @@ func (m *Metrics) Schedules(keys ...string) {
 	}
 }
 
-// ScheduledRefresh implements worker.WarmObserver. Keys come from the
+// ScheduledRefresh implements warm.Observer. Keys come from the
 // rules file's schedule, so the label is bounded.
 func (m *Metrics) ScheduledRefresh(key string) { m.scheduled.WithLabelValues(key).Inc() }
 

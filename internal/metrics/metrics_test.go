@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/metrics"
+	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +31,7 @@ func TestEventDoneCountsEachRuleOnce(t *testing.T) {
 		Subject: "events.enrollment.created",
 		Rules:   []string{"events.enrollment.*", "events.user.>"},
 		Outcome: worker.Applied,
-		Result:  worker.Result{Removed: 7, Scanned: 9, ScanCalls: 3, Duration: 2 * time.Millisecond},
+		Result:  engine.Result{Removed: 7, Scanned: 9, ScanCalls: 3, Duration: 2 * time.Millisecond},
 		Lag:     50 * time.Millisecond,
 	})
 
@@ -128,7 +130,7 @@ func TestEventDoneConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for range each {
 				m.EventDone(worker.Report{Rules: []string{"events.course.*"}, Outcome: worker.Applied,
-					Result: worker.Result{Removed: 2, ScanCalls: 1}})
+					Result: engine.Result{Removed: 2, ScanCalls: 1}})
 			}
 		})
 	}
@@ -297,10 +299,10 @@ func TestWarmMetrics(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Sources{})
-	m.WarmDone(worker.WarmStored, 10*time.Millisecond)
-	m.WarmDone(worker.WarmStored, 20*time.Millisecond)
-	m.WarmDone(worker.WarmSkippedStale, 5*time.Millisecond)
-	m.WarmDone(worker.WarmShed, 0)
+	m.WarmDone(warm.Stored, 10*time.Millisecond)
+	m.WarmDone(warm.Stored, 20*time.Millisecond)
+	m.WarmDone(warm.SkippedStale, 5*time.Millisecond)
+	m.WarmDone(warm.Shed, 0)
 	m.ScheduledRefresh("cache:system_stats:global")
 	fams := gather(t, reg)
 	for outcome, want := range map[string]float64{"stored": 2, "skipped_stale": 1, "shed": 1, "failed": 0, "triggered": 0} {

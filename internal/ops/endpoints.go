@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"fmt"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -212,4 +213,20 @@ func (s *Server) redisTest(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, code, map[string]any{"ok": ok, "key": key,
 		"operations": map[string]opResult{"set": set, "get": get, "delete": del}})
+}
+
+// sweeps shows the shared SCAN walk of each node: whether it runs, the pass,
+// its progress, the COUNT it sends and the patterns it serves.
+func (s *Server) sweeps(w http.ResponseWriter, _ *http.Request) {
+	nodes := []sweep.Status{}
+	if s.d.Sweeps != nil {
+		nodes = append(nodes, s.d.Sweeps()...)
+	}
+	running := 0
+	for _, n := range nodes {
+		if n.Running {
+			running++
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"running": running, "nodes": nodes})
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,6 +43,9 @@ type Deps struct {
 	JS       jetstream.JetStream
 	Worker   *worker.Worker
 	Gatherer prometheus.Gatherer
+	// Sweeps, when set, reports the shared SCAN walk of each Redis node,
+	// for /api/v3/system/sweeps.
+	Sweeps func() []sweep.Status
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
 	Token  string
 	Logger *slog.Logger
@@ -82,6 +86,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/api/v3/system/health/detailed", s.guard(only(http.MethodGet, s.detailed)))
 	mux.Handle("/api/v3/system/redis/stats", s.guard(only(http.MethodGet, s.redisStats)))
 	mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
+	mux.Handle("/api/v3/system/sweeps", s.guard(only(http.MethodGet, s.sweeps)))
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
 	return s.recover(limitBody(mux))

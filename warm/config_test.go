@@ -1,0 +1,47 @@
+package warm_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/warm"
+)
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		given   warm.Config
+		wantErr bool
+	}{
+		{name: "zero value takes the defaults", given: warm.Config{}},
+		{name: "all set", given: warm.Config{Queue: 10, Workers: 2, PerHost: 1, Timeout: time.Second, MaxBody: 1024, BreakerFailures: 3, BreakerCooldown: time.Minute}},
+		{name: "negative queue (used to panic in makechan)", given: warm.Config{Queue: -1}, wantErr: true},
+		{name: "negative workers", given: warm.Config{Workers: -2}, wantErr: true},
+		{name: "negative per host", given: warm.Config{PerHost: -1}, wantErr: true},
+		{name: "negative timeout", given: warm.Config{Timeout: -time.Second}, wantErr: true},
+		{name: "negative body limit", given: warm.Config{MaxBody: -1}, wantErr: true},
+		{name: "negative breaker failures", given: warm.Config{BreakerFailures: -1}, wantErr: true},
+		{name: "negative cooldown", given: warm.Config{BreakerCooldown: -time.Second}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.given.Validate()
+			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, warm.ErrInvalidConfig)) {
+				t.Fatalf("Validate() = %v, want error %v wrapping ErrInvalidConfig", err, tt.wantErr)
+			}
+			w, err := warm.New(nil, tt.given, nil, nil) // New validates before it touches Redis
+			if tt.wantErr != (err != nil) || (err == nil) == (w == nil) {
+				t.Errorf("New() = %v, %v", w, err)
+			}
+		})
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	c := warm.Config{}.WithDefaults()
+	if c.Queue != warm.DefaultQueue || c.Workers != warm.DefaultWorkers || c.PerHost != warm.DefaultPerHost ||
+		c.Timeout != warm.DefaultTimeout || c.MaxBody != warm.DefaultMaxBody || c.Client == nil {
+		t.Errorf("WithDefaults() = %+v", c)
+	}
+}
