@@ -9,6 +9,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/metrics"
 	"github.com/invalidator/invalidator/internal/ops"
@@ -51,7 +52,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	context.AfterFunc(ctx, stop) // after the first signal, the default action again
 	log := newLogger(e, cfg)
 	log.Info("🔧 configuration loaded", slog.String("rules", cfg.RulesPath), slog.Int("rule_count", len(rules.List())),
-		slog.Int("concurrency", cfg.Worker.WithDefaults().Concurrency), slog.Int("scan_count", cfg.ScanCount))
+		slog.Int("concurrency", cfg.Worker.WithDefaults().Concurrency), slog.Int("scan_count", cfg.ScanCount), slog.Int("scan_budget", cfg.ScanBudget))
 	rdb, err := connectRedis(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -78,10 +79,12 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		scheduled = append(scheduled, sc.Key.String())
 	}
 	m.Schedules(scheduled...)
-	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms()})
+	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms(),
+		Sweep: sweep.Config{Budget: cfg.ScanBudget, Observer: m}})
 	if err != nil {
 		return usageError{err}
 	}
+	defer eng.Close()
 	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Logger: log, Observer: m}
 	if rules.Warms() {
 		wc := cfg.Warm
@@ -100,7 +103,8 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
 	if cfg.HTTPAddr != "" {
-		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: cfg.OpsToken, Logger: log})
+		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
+			Sweeps: eng.Sweeps, Token: cfg.OpsToken, Logger: log})
 		ln, err := srv.Listen()
 		if err != nil {
 			return err

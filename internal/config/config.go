@@ -60,7 +60,8 @@ var Settings = []Setting{
 	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
 	{"MAX_DELIVER", "max-deliver", "int", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
 	{"ACK_WAIT", "ack-wait", "duration", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
-	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "COUNT hint of each SCAN"},
+	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "largest COUNT of a SCAN (the walk lowers it to keep each call under 2 ms)"},
+	{"SCAN_BUDGET", "scan-budget", "int", "0", "keys examined per second per Redis node by the shared sweep; 0 is unlimited"},
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
 	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional)"},
@@ -82,10 +83,13 @@ type Run struct {
 	RulesPath string
 	Worker    worker.Config
 	ScanCount int
-	HTTPAddr  string
-	OpsToken  string
-	LogLevel  slog.Level
-	LogFormat logging.Format
+	// ScanBudget paces the shared sweep: keys examined per second per node
+	// (0: unlimited).
+	ScanBudget int
+	HTTPAddr   string
+	OpsToken   string
+	LogLevel   slog.Level
+	LogFormat  logging.Format
 	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
 	Warm warm.Config
 	// WarmEnv holds the values of the environment variables the rules'
@@ -186,9 +190,10 @@ func PublishFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Publish
 // Purge is the configuration of `invalidator purge`: the Redis client, with
 // the pool and timeout settings of the worker, and the SCAN COUNT hint.
 type Purge struct {
-	RedisURL  string
-	Redis     *redis.Options
-	ScanCount int
+	RedisURL   string
+	Redis      *redis.Options
+	ScanCount  int
+	ScanBudget int
 }
 
 // PurgeFlags registers the Redis settings and SCAN_COUNT on fs, like
@@ -196,11 +201,12 @@ type Purge struct {
 // configuration.
 func PurgeFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Purge, error) {
 	r := register(fs, getenv, []string{"REDIS_URL", "REDIS_MAX_CONNECTIONS", "REDIS_SOCKET_TIMEOUT",
-		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT"}, nil)
+		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT", "SCAN_BUDGET"}, nil)
 	return func() (*Purge, error) {
 		p := &Purge{RedisURL: r.str("REDIS_URL")}
 		p.Redis = r.redis(p.RedisURL)
 		p.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
+		p.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
 		return p, r.err
 	}
 }
@@ -343,6 +349,7 @@ func (r *resolver) run() (*Run, error) {
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
+	c.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
 	c.Warm = warm.Config{
 		Workers: r.integer("WARM_CONCURRENCY", 1, 1000),
 		PerHost: r.integer("WARM_MAX_PER_HOST", 1, 1000),

@@ -216,6 +216,12 @@ func TestFlagsApplyEachSetting(t *testing.T) {
 			want:  5000,
 		},
 		{
+			name:  "SCAN_BUDGET",
+			given: given{env: env("SCAN_BUDGET", "200000")},
+			got:   func(c *config.Run) any { return c.ScanBudget },
+			want:  200000,
+		},
+		{
 			name:  "SHUTDOWN_TIMEOUT",
 			given: given{env: env("SHUTDOWN_TIMEOUT", "45s")},
 			got:   func(c *config.Run) any { return c.Worker.ShutdownTimeout },
@@ -321,6 +327,8 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"MAX_DELIVER not a number", given{env: env("MAX_DELIVER", "x")}, "MAX_DELIVER"},
 		{"ACK_WAIT below a second", given{env: env("ACK_WAIT", "10ms")}, "ACK_WAIT"},
 		{"SCAN_COUNT zero", given{env: env("SCAN_COUNT", "0")}, "SCAN_COUNT"},
+		{"SCAN_BUDGET negative", given{env: env("SCAN_BUDGET", "-1")}, "SCAN_BUDGET"},
+		{"SCAN_BUDGET not a number", given{env: env("SCAN_BUDGET", "fast")}, "SCAN_BUDGET"},
 		{"SHUTDOWN_TIMEOUT negative", given{env: env("SHUTDOWN_TIMEOUT", "-1s")}, "SHUTDOWN_TIMEOUT"},
 		{"SHUTDOWN_TIMEOUT not a duration", given{env: env("SHUTDOWN_TIMEOUT", "soon")}, "SHUTDOWN_TIMEOUT"},
 		{"LOG_LEVEL unknown", given{env: env("LOG_LEVEL", "loud")}, "LOG_LEVEL"},

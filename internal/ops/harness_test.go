@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/metrics"
 	"github.com/invalidator/invalidator/internal/ops"
@@ -43,6 +45,7 @@ type system struct {
 type options struct {
 	token         string
 	redisPassword string
+	scanBudget    int // keys/s of the shared sweep; 0 unlimited
 }
 
 func newSystem(t *testing.T, o options) *system {
@@ -71,7 +74,12 @@ func newSystem(t *testing.T, o options) *system {
 		NATSConnected: nc.IsConnected,
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
 	})
-	w, err = worker.New(testConfig(), worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Observer: m})
+	eng, err := engine.NewRedis(rdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget, Observer: m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	w, err = worker.New(testConfig(), worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Observer: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +99,7 @@ func newSystem(t *testing.T, o options) *system {
 	})
 
 	srv := httptest.NewServer(ops.New("", ops.Deps{
-		Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: o.token,
+		Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: o.token, Sweeps: eng.Sweeps,
 	}).Handler())
 	t.Cleanup(srv.Close)
 
@@ -172,8 +180,13 @@ func (s *system) set(keys ...string) {
 	s.t.Helper()
 	ctx := context.Background()
 	pipe := s.rdb.Pipeline()
-	for _, k := range keys {
+	for i, k := range keys {
 		pipe.Set(ctx, k, "v", 0)
+		if i%10000 == 9999 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				s.t.Fatal(err)
+			}
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		s.t.Fatal(err)

@@ -526,3 +526,63 @@ func decode(t *testing.T, body []byte, v any) {
 		t.Fatalf("decode %s: %v", body, err)
 	}
 }
+
+// TestSweepsEndpointAndMetrics follows a paced sweep: while it runs,
+// /api/v3/system/sweeps shows the event's patterns and its progress; once
+// the event is applied, the walk is idle and the sweep metrics counted the
+// pass, the keys examined and one wait per pattern.
+func TestSweepsEndpointAndMetrics(t *testing.T) {
+	s := newSystem(t, options{scanBudget: 20000})
+	keys := make([]string, 0, 60002)
+	for i := range 60000 {
+		keys = append(keys, "filler:"+strconv.Itoa(i))
+	}
+	keys = append(keys, "cache:course_analytics:42:summary", "cache:course_analytics:420:summary")
+	s.set(keys...)
+	if r := s.do(http.MethodGet, "/api/v3/system/sweeps", "", nil); r.code != http.StatusOK || r.json(t)["running"] != 0.0 {
+		t.Fatalf("idle: %d %s", r.code, r.body)
+	}
+	base := s.scrape()
+	s.publish("events.course.updated", map[string]any{"course_id": "42"})
+
+	var node map[string]any
+	s.eventually("the sweep shows as running", 10*time.Second, func() bool {
+		body := s.do(http.MethodGet, "/api/v3/system/sweeps", "", nil).json(t)
+		nodes, _ := body["nodes"].([]any)
+		if body["running"] != 1.0 || len(nodes) != 1 {
+			return false
+		}
+		node = nodes[0].(map[string]any)
+		return node["active_patterns"].(float64) >= 1
+	})
+	pats := fmt.Sprint(node["patterns"])
+	if !strings.Contains(pats, "cache:course_analytics:42:*") {
+		t.Errorf("patterns = %s, want the event's", pats)
+	}
+	if p := node["progress"].(float64); p < 0 || p >= 1 {
+		t.Errorf("progress = %v, want a fraction", p)
+	}
+	s.eventually("event applied", 30*time.Second, func() bool { return s.w.Stats().Applied == 1 })
+	if n, _ := s.rdb.Exists(context.Background(), "cache:course_analytics:42:summary").Result(); n != 0 {
+		t.Error("course 42's key survived")
+	}
+	if n, _ := s.rdb.Exists(context.Background(), "cache:course_analytics:420:summary").Result(); n != 1 {
+		t.Error("course 420's key was removed")
+	}
+	s.eventually("walk idle", 10*time.Second, func() bool {
+		return s.do(http.MethodGet, "/api/v3/system/sweeps", "", nil).json(t)["running"] == 0.0
+	})
+	now := s.scrape()
+	if d := now.get("invalidator_sweep_passes_total", nil) - base.get("invalidator_sweep_passes_total", nil); d < 1 {
+		t.Errorf("sweep_passes_total grew by %v, want at least 1", d)
+	}
+	if d := now.get("invalidator_sweep_keys_examined_total", nil) - base.get("invalidator_sweep_keys_examined_total", nil); d < 60000 {
+		t.Errorf("sweep_keys_examined_total grew by %v, want at least the 60000 keys", d)
+	}
+	if now.get("invalidator_sweep_active_patterns", nil) != 0 {
+		t.Error("sweep_active_patterns is not back to 0")
+	}
+	if d := now.histogramCount("invalidator_sweep_pattern_wait_seconds") - base.histogramCount("invalidator_sweep_pattern_wait_seconds"); d != 2 {
+		t.Errorf("sweep_pattern_wait_seconds_count grew by %v, want 2 (the rule's two patterns)", d)
+	}
+}
