@@ -68,6 +68,7 @@ func (r *report) markdown() string {
 		if x.note != "" {
 			name += " (" + x.note + ")"
 		}
+		name = strings.ReplaceAll(name, "|", `\|`)
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f× | %s | %s |\n", name, x.valueText(), calls, x.ratio, x.target, mark)
 	}
 	return b.String()
