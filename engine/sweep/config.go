@@ -26,6 +26,10 @@ const (
 	DefaultMaxCallsPerPass = 1 << 22
 )
 
+// BudgetSlices is the least number of SCAN calls a second a budgeted walk
+// spreads its budget over.
+const BudgetSlices = 250
+
 // ErrInvalidConfig is wrapped by every error of Config.Validate.
 var ErrInvalidConfig = errors.New("invalid sweep config")
 
@@ -45,7 +49,11 @@ type Config struct {
 	MinScanCount int
 	// Budget is the number of keys examined per second on this node, a pace
 	// that leaves Redis to the application. Keys examined are counted as
-	// the COUNT of each SCAN. Defaults to 0, unlimited.
+	// the COUNT of each SCAN. With a budget, COUNT is also capped at
+	// Budget/BudgetSlices (MinScanCount at the least), so that the walk
+	// comes in many short calls rather than a few long ones and the
+	// application's commands wait less behind each. Defaults to 0,
+	// unlimited.
 	Budget int
 	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
 	// server. The walk measures each round trip and halves COUNT when one

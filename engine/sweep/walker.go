@@ -117,6 +117,9 @@ type entry struct {
 func New(rdb *redis.Client, cfg Config) *Walker {
 	w := &Walker{rdb: rdb, err: cfg.Validate(), cfg: cfg.WithDefaults()}
 	if w.cfg.Budget > 0 {
+		// Short slices: the application's commands wait less behind each call.
+		w.cfg.MaxScanCount = min(w.cfg.MaxScanCount, max(w.cfg.MinScanCount, w.cfg.Budget/BudgetSlices))
+		w.cfg.ScanCount = min(w.cfg.ScanCount, w.cfg.MaxScanCount)
 		w.limiter = rate.NewLimiter(rate.Limit(w.cfg.Budget), w.cfg.MaxScanCount)
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
