@@ -2,6 +2,7 @@ package warm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -20,23 +21,49 @@ func GenerationKeys(key string) []string {
 	return keys
 }
 
+// generations claims the generations that guard key before the fetch, in
+// one round trip: for each generation key (the key's own, then each
+// segment prefix's),
+//
+//	SET <generation key> <fresh token> NX GET PX <ttl>
+//
+// leaves a token there, the one already held (the reply) or this fill's own
+// (a nil reply), and that token is what the fill remembers. So every value
+// remembered is a token, never "0", and the guarded write matches only if
+// no generation was advanced (SET to a new token), removed (UNLINK) or
+// expired since: tokens are unique and each is written to a key once, so a
+// token that left a key never comes back (no ABA). This holds whichever
+// way an invalidation invalidates a generation; see engine/generation.go
+// for the proof. SET with both NX and GET needs Redis 7.0.
 func (w *Warmer) generations(ctx context.Context, key string) ([]string, error) {
-	vals, err := w.rdb.MGet(ctx, GenerationKeys(key)...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read generations: %w", err)
+	keys := GenerationKeys(key)
+	token := engine.NewGenerationToken()
+	pipe := w.rdb.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(keys))
+	for i, g := range keys {
+		cmds[i] = pipe.SetArgs(ctx, g, token, redis.SetArgs{Mode: "NX", Get: true, TTL: engine.DefaultGenerationTTL})
 	}
-	gens := make([]string, len(vals))
-	for i, v := range vals {
-		gens[i] = "0"
-		if s, ok := v.(string); ok {
-			gens[i] = s
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	gens := make([]string, len(keys))
+	for i, c := range cmds {
+		switch held, err := c.Result(); {
+		case err == nil:
+			gens[i] = held
+		case errors.Is(err, redis.Nil):
+			gens[i] = token
+		default:
+			return nil, fmt.Errorf("claim generation: %w", err)
 		}
 	}
 	return gens, nil
 }
 
 // guardedSet writes KEYS[1] only if every generation key KEYS[2..] still
-// holds the value read before the fetch (ARGV[3..]; a missing key reads "0").
+// holds the token claimed before the fetch (ARGV[3..]). A missing key reads
+// "0", which no claimed token is, so a generation removed or expired since
+// the claim never matches. (Readers that remember "0" for a missing key, as
+// this package did before claiming, are safe only against invalidations
+// that SET generations, never against ones that remove them.)
 var guardedSet = redis.NewScript(`
 for i = 2, #KEYS do
   local g = redis.call('GET', KEYS[i]) or '0'
