@@ -5,7 +5,7 @@
 //	invalidator run                       the worker
 //	invalidator dev                       the worker, starting NATS and Redis if they are not running
 //	invalidator publish SUBJECT [JSON]    publish an event
-//	invalidator purge PATTERN... [--dry-run]
+//	invalidator purge PATTERN... [--dry-run] [--json]
 //	invalidator rules check FILE
 //	invalidator rules explain FILE SUBJECT JSON
 //
@@ -58,7 +58,7 @@ func commands() []command {
 		{"run", "[flags]", "run the worker", runCmd},
 		{"dev", "[flags]", "run the worker, starting NATS and Redis when they do not answer", devCmd},
 		{"publish", "SUBJECT [JSON]", "publish an event (data from JSON or stdin); prints the stream sequence", publishCmd},
-		{"purge", "PATTERN... [--dry-run]", "remove keys now, through the same engine and checks", purgeCmd},
+		{"purge", "PATTERN... [--dry-run] [--json]", "remove keys now: all patterns in one shared SCAN pass", purgeCmd},
 		{"rules", "check FILE | explain FILE SUBJECT JSON", "validate rules, or show what an event would invalidate", rulesCmd},
 	}
 }
