@@ -27,8 +27,9 @@ const (
 )
 
 // BudgetSlices is the least number of SCAN calls a second a budgeted walk
-// spreads its budget over.
-const BudgetSlices = 250
+// spreads its budget over: a call of Budget/2000 keys holds Redis for a
+// fraction of a millisecond.
+const BudgetSlices = 2000
 
 // ErrInvalidConfig is wrapped by every error of Config.Validate.
 var ErrInvalidConfig = errors.New("invalid sweep config")

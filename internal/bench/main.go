@@ -42,7 +42,7 @@ func main() {
 	flag.IntVar(&o.exactEvts, "exact-events", 50_000, "exact-key events for the throughput figures")
 	flag.IntVar(&o.steadyRate, "steady-rate", 50, "pattern events per second published in the steady test")
 	flag.DurationVar(&o.steadyFor, "steady-for", 20*time.Second, "length of the steady test")
-	flag.IntVar(&o.budget, "budget", 0, "SCAN_BUDGET for the latency test (keys/s); 0 picks a fifth of the unpaced rate")
+	flag.IntVar(&o.budget, "budget", 0, "SCAN_BUDGET for the latency test (keys/s); 0 picks a tenth of the unpaced rate")
 	flag.IntVar(&o.patterns10k, "rss-patterns", 1000, "active patterns in the RSS test")
 	flag.StringVar(&o.out, "out", "docs/bench", "directory for results.md and results.svg")
 	flag.StringVar(&o.only, "only", "", "run only this scenario: patterns, exact, steady, latency, rss")

@@ -487,7 +487,7 @@ func latencyScenario(ctx context.Context, e *env, o options, rep *report) error 
 	}
 	budget := o.budget
 	if budget == 0 {
-		budget = max(int(float64(o.keys)/unpaced.Seconds()/5), 1000)
+		budget = max(int(float64(o.keys)/unpaced.Seconds()/10), 1000)
 	}
 	var paced time.Duration
 	p50, p99, err := sample(func() error {
