@@ -83,12 +83,19 @@ func TestConfig(t *testing.T) {
 }
 
 // TestGenerations checks the invalidation side of the warming guard: each
-// exact key's generation and each pattern scope's take a new value at each
-// invalidation, with the TTL set; without Generations nothing is written.
+// exact key's generation is removed and each pattern scope's takes a new
+// token at each invalidation, with the TTL set, so a fill that claimed
+// either before finds its token gone; without Generations nothing is
+// written.
 func TestGenerations(t *testing.T) {
 	ctx := t.Context()
 	e, rdb := newRedis(t, engine.Config{Generations: true})
 	rdb.MSet(ctx, "user:1", "a", "user:2", "b", "user:10:x", "c")
+	// Claims of fills in flight, as package warm makes them.
+	claimed := map[string]string{"user:1": "fill-1", "user:2": "fill-2", "user:10:": "fill-3", "user:3": "fill-4"}
+	for scope, token := range claimed {
+		rdb.Set(ctx, engine.GenerationKey(scope), token, time.Hour)
+	}
 	jobs := []engine.Job{
 		{Exact: []string{"user:1", "user:1"}},
 		{Exact: []string{"user:1", "user:2"}, Patterns: []string{"user:10:*"}},
@@ -99,24 +106,27 @@ func TestGenerations(t *testing.T) {
 	if err := errors.Join(errs[:]...); err != nil {
 		t.Fatal(err)
 	}
-	first := map[string]string{}
-	for _, scope := range []string{"user:1", "user:2", "user:10:"} {
-		k := engine.GenerationKey(scope)
-		if first[scope] = rdb.Get(ctx, k).Val(); first[scope] == "" || first[scope] == "0" {
-			t.Errorf("GET %s = %q, want a token", k, first[scope])
-		}
-		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= engine.DefaultGenerationTTL-time.Minute || ttl > engine.DefaultGenerationTTL {
-			t.Errorf("PTTL %s = %s, want about %s", k, ttl, engine.DefaultGenerationTTL)
+	for _, scope := range []string{"user:1", "user:2"} {
+		if n := rdb.Exists(ctx, engine.GenerationKey(scope)).Val(); n != 0 {
+			t.Errorf("generation of exact key %s still there: a fill's claim would survive", scope)
 		}
 	}
-	if _, err := e.Invalidate(ctx, engine.Job{Exact: []string{"user:1"}}); err != nil {
+	k := engine.GenerationKey("user:10:")
+	first := rdb.Get(ctx, k).Val()
+	if first == "" || first == "0" || first == claimed["user:10:"] {
+		t.Errorf("GET %s = %q, want a new token", k, first)
+	}
+	if ttl := rdb.PTTL(ctx, k).Val(); ttl <= engine.DefaultGenerationTTL-time.Minute || ttl > engine.DefaultGenerationTTL {
+		t.Errorf("PTTL %s = %s, want about %s", k, ttl, engine.DefaultGenerationTTL)
+	}
+	if g := rdb.Get(ctx, engine.GenerationKey("user:3")).Val(); g != claimed["user:3"] {
+		t.Errorf("generation of user:3 moved to %q without an invalidation", g)
+	}
+	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"user:10:*"}}); err != nil {
 		t.Fatal(err)
 	}
-	if g := rdb.Get(ctx, engine.GenerationKey("user:1")).Val(); g == first["user:1"] {
-		t.Errorf("generation of user:1 still %q after a second invalidation", g)
-	}
-	if g := rdb.Get(ctx, engine.GenerationKey("user:2")).Val(); g != first["user:2"] {
-		t.Errorf("generation of user:2 moved to %q without an invalidation", g)
+	if g := rdb.Get(ctx, k).Val(); g == first {
+		t.Errorf("generation of user:10: still %q after a second invalidation", g)
 	}
 	if n := rdb.Exists(ctx, "user:1", "user:2", "user:10:x").Val(); n != 0 {
 		t.Errorf("%d keys left", n)
@@ -133,8 +143,8 @@ func TestGenerations(t *testing.T) {
 }
 
 // TestGenerationsComeFirst watches the server with MONITOR: every key's
-// generation is advanced before the UNLINK that removes it, all in one
-// round trip.
+// generation is removed (exact keys) or advanced (pattern scopes) before
+// the UNLINK that removes the key, all in one round trip.
 func TestGenerationsComeFirst(t *testing.T) {
 	ctx := t.Context()
 	e, rdb := newRedis(t, engine.Config{Generations: true})
@@ -144,23 +154,30 @@ func TestGenerationsComeFirst(t *testing.T) {
 		rdb.Set(ctx, ks[i], "v", 0)
 	}
 	lines := monitor(t, rdb)
-	jobs := []engine.Job{{Exact: ks[:100]}, {Exact: ks[100:]}}
+	jobs := []engine.Job{{Exact: ks[:100]}, {Exact: ks[100:], Patterns: []string{"p:*"}}}
 	var failed error
 	e.Apply(ctx, jobs, func(_ int, _ engine.Result, err error) { failed = errors.Join(failed, err) })
 	rdb.Ping(ctx) // a marker after the batch
 	if failed != nil {
 		t.Fatal(failed)
 	}
-	advanced, unlinked := map[string]bool{}, map[string]bool{}
+	moved, unlinked := map[string]bool{}, map[string]bool{}
 	for line := range lines {
 		fs := fields(line)
 		switch strings.ToLower(fs[0]) {
 		case "set":
-			advanced[fs[1]] = true
+			moved[fs[1]] = true
 		case "unlink":
 			for _, k := range fs[1:] {
-				if !advanced[engine.GenerationKey(k)] {
-					t.Errorf("UNLINK %s before its generation was advanced", k)
+				if strings.HasPrefix(k, engine.DefaultGenerationKeyPrefix) {
+					moved[k] = true
+					continue
+				}
+				if !moved[engine.GenerationKey(k)] {
+					t.Errorf("UNLINK %s before its generation was removed", k)
+				}
+				if !moved[engine.GenerationKey("p:")] {
+					t.Errorf("UNLINK %s before the pattern scope's generation was advanced", k)
 				}
 				unlinked[k] = true
 			}

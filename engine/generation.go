@@ -121,15 +121,15 @@ func NewGenerationToken() string { return nuid.Next() }
 
 func newGenerationToken() string { return NewGenerationToken() }
 
-// advance queues on pipe the SET of the generation of each exact key and
-// each pattern scope of job (each once) to token, and returns the commands.
-// On a Redis Cluster these are single-key commands that go-redis routes by
-// slot; a cluster engine must then make sure that a key's generation is
-// advanced before the key is removed (a later round trip, or generation
-// keys in the key's slot).
+// advance queues on pipe the SET of the generation of each pattern scope
+// of job (each once) to token, and returns the commands. An exact key's
+// generation is removed instead (see removeGenerations): cheaper, and as
+// safe given claiming fills. On a Redis Cluster these are single-key
+// commands that go-redis routes by slot; a cluster engine must then make
+// sure that a generation is advanced before the keys are removed (a later
+// round trip, or generation keys in the key's slot).
 func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) []*redis.StatusCmd {
-	scopes := make([]string, 0, len(job.Exact)+len(job.Patterns))
-	scopes = append(scopes, job.Exact...)
+	scopes := make([]string, 0, len(job.Patterns))
 	for _, p := range job.Patterns {
 		scopes = append(scopes, cachekeys.PatternScope(p))
 	}
@@ -140,6 +140,22 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 	cmds := make([]*redis.StatusCmd, len(scopes))
 	for i, s := range scopes {
 		cmds[i] = pipe.Set(ctx, GenerationKey(s), token, DefaultGenerationTTL)
+	}
+	return cmds
+}
+
+// removeGenerations queues on pipe the UNLINK of the generation keys of
+// job's exact keys, in commands of at most unlinkChunk keys, and returns
+// them. Queued before the keys' own UNLINK on the same connection, it runs
+// first: a fill that claimed before it finds its token gone.
+func removeGenerations(ctx context.Context, pipe redis.Pipeliner, job Job) []*redis.IntCmd {
+	gens := make([]string, len(job.Exact))
+	for i, k := range job.Exact {
+		gens[i] = GenerationKey(k)
+	}
+	var cmds []*redis.IntCmd
+	for c := range slices.Chunk(gens, unlinkChunk) {
+		cmds = append(cmds, pipe.Unlink(ctx, c...))
 	}
 	return cmds
 }

@@ -130,9 +130,10 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 
 // exactMany removes the exact keys of every job in one round trip and
 // returns the count and error of each job. With Config.Generations, the
-// same round trip first advances every generation of every job: a pipeline
-// runs in order on one connection, so each generation is advanced before
-// the first key is removed.
+// same round trip first advances the generation of every pattern scope and
+// removes the generation of every exact key (see engine/generation.go): a
+// pipeline runs in order on one connection, so every generation has moved
+// before the first key is removed.
 func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	if len(jobs) == 1 && !e.cfg.Generations {
@@ -141,10 +142,12 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	}
 	pipe := e.rdb.Pipeline()
 	gens := make([][]*redis.StatusCmd, len(jobs))
+	drops := make([][]*redis.IntCmd, len(jobs))
 	if e.cfg.Generations {
 		token := newGenerationToken()
 		for i, job := range jobs {
 			gens[i] = advance(ctx, pipe, job, token)
+			drops[i] = removeGenerations(ctx, pipe, job)
 		}
 	}
 	cmds := make([][]*redis.IntCmd, len(jobs))
@@ -158,16 +161,21 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i := range jobs {
-		removed[i], errs[i] = e.readJob(jobs[i], gens[i], cmds[i])
+		removed[i], errs[i] = e.readJob(jobs[i], gens[i], drops[i], cmds[i])
 	}
 	return removed, errs
 }
 
 // readJob returns the count and the first error of one job's commands.
-func (e *Redis) readJob(job Job, gens []*redis.StatusCmd, unlinks []*redis.IntCmd) (int64, error) {
+func (e *Redis) readJob(job Job, gens []*redis.StatusCmd, drops, unlinks []*redis.IntCmd) (int64, error) {
 	for _, g := range gens {
 		if err := g.Err(); err != nil {
 			return 0, fmt.Errorf("advance generation: %w", err)
+		}
+	}
+	for _, d := range drops {
+		if err := d.Err(); err != nil {
+			return 0, fmt.Errorf("remove generations: %w", err)
 		}
 	}
 	var n int64

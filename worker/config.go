@@ -75,6 +75,11 @@ type Config struct {
 	EventTimeout time.Duration
 	// HealthInterval is how often Redis is pinged while it is up. Defaults to 1s.
 	HealthInterval time.Duration
+	// StreamReplicas is the replicas of the streams the worker creates: 3
+	// on a NATS cluster, so the events survive the loss of a server. An
+	// existing stream is used as it is (a warning is logged when its
+	// replicas differ). Defaults to 1.
+	StreamReplicas int
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -103,6 +108,7 @@ func (c Config) WithDefaults() Config {
 	c.ShutdownTimeout = cmpOr(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.EventTimeout = cmpOr(c.EventTimeout, DefaultEventTimeout)
 	c.HealthInterval = cmpOr(c.HealthInterval, DefaultHealthInterval)
+	c.StreamReplicas = cmpOr(c.StreamReplicas, 1)
 	return c
 }
 
@@ -131,6 +137,8 @@ func (c Config) Validate() error {
 		return bad("ack wait must be at least 1s, not %s", c.AckWait)
 	case c.ShutdownTimeout < 0, c.EventTimeout < 0, c.FetchMaxWait < 0, c.HealthInterval < 0:
 		return bad("durations must not be negative")
+	case c.StreamReplicas < 1 || c.StreamReplicas > 5:
+		return bad("stream replicas must be 1..5, not %d", c.StreamReplicas)
 	case c.Stream == c.DeadLetterStream:
 		return bad("stream and dead-letter stream must differ")
 	}
@@ -153,6 +161,7 @@ func (c Config) streamConfig() jetstream.StreamConfig {
 		Name:     c.Stream,
 		Subjects: c.Subjects,
 		Storage:  jetstream.FileStorage,
+		Replicas: c.StreamReplicas,
 	}
 }
 
@@ -161,6 +170,7 @@ func (c Config) deadLetterConfig() jetstream.StreamConfig {
 		Name:     c.DeadLetterStream,
 		Subjects: []string{c.DeadLetterPrefix + ".>"},
 		Storage:  jetstream.FileStorage,
+		Replicas: c.StreamReplicas,
 	}
 }
 

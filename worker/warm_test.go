@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,8 +292,9 @@ func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
 	if obs.get(warm.Failed) != 3 || obs.get(warm.Shed) != 7 || !warmer.Open(host) {
 		t.Errorf("outcomes %v, open %v: want 3 failed, 7 shed, breaker open", obs.n, warmer.Open(host))
 	}
-	if h.dbsize() != 0 {
-		t.Error("a failed warm wrote a key")
+	// Only the generation claims taken before each fetch may be there.
+	if keys := h.rdb.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return !strings.HasPrefix(k, engine.DefaultGenerationKeyPrefix) }) {
+		t.Errorf("a failed warm wrote a key: %v", keys)
 	}
 }
 

@@ -181,8 +181,12 @@ func (w *Worker) Setup(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) error {
-	_, err := w.js.Stream(ctx, sc.Name)
+	st, err := w.js.Stream(ctx, sc.Name)
 	if err == nil {
+		if have := st.CachedInfo().Config.Replicas; have != sc.Replicas {
+			w.log.Warn("⚠️ stream exists with other replicas than NATS_STREAM_REPLICAS; it is used as it is",
+				slog.String("stream", sc.Name), slog.Int("replicas", have), slog.Int("setting", sc.Replicas))
+		}
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -55,10 +55,10 @@ func newLogger(e env, cfg *config.Run) *slog.Logger {
 // connectRedis returns a client. It does not fail when Redis is down (the
 // worker waits for it), but logs the outcome of a first command; a refused
 // password will not heal by waiting, so it is an error.
-func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) (*redis.Client, error) {
-	rdb := redis.NewClient(cfg.Redis)
+func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) (redis.UniversalClient, error) {
+	rdb := config.NewRedisClient(cfg.Redis, cfg.Topology)
 	rdb.AddHook(logging.RedisHook{Log: log})
-	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)),
+	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)), slog.String("mode", cfg.Topology.Mode()),
 		slog.Int("max_connections", cfg.Redis.PoolSize), slog.Duration("socket_timeout", cfg.Redis.ReadTimeout),
 		slog.Duration("connect_timeout", cfg.Redis.DialTimeout))
 	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+time.Second)

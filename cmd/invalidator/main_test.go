@@ -421,11 +421,13 @@ func TestPurge(t *testing.T) {
 			wantKeys:   all,
 		},
 		{
-			name:       "generations advanced before removing",
+			// The exact key's generation is removed (none was there), the
+			// pattern scope's takes a new token.
+			name:       "generations moved before removing",
 			given:      []string{"purge", "user:1", "user:10:*", "--generations"},
 			want:       exitOK,
 			wantStdout: []string{"removed 2"},
-			wantKeys:   []string{"invalidator:gen:user:1", "invalidator:gen:user:10:", "user:1:a", "user:1:b", "user:10"},
+			wantKeys:   []string{"invalidator:gen:user:10:", "user:1:a", "user:1:b", "user:10"},
 		},
 		{
 			name:     "a bare glob is refused",

@@ -79,7 +79,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		scheduled = append(scheduled, sc.Key.String())
 	}
 	m.Schedules(scheduled...)
-	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms(),
+	eng, err := newEngine(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms(),
 		Sweep: sweep.Config{Budget: cfg.ScanBudget, Observer: m}})
 	if err != nil {
 		return usageError{err}

@@ -51,11 +51,16 @@ var Settings = []Setting{
 	{"REDIS_SOCKET_TIMEOUT", "redis-socket-timeout", "duration", "5s", "read/write timeout of a Redis command"},
 	{"REDIS_SOCKET_CONNECT_TIMEOUT", "redis-socket-connect-timeout", "duration", "5s", "timeout to open a Redis connection"},
 	{"REDIS_RETRY_ON_TIMEOUT", "redis-retry-on-timeout", "bool", "true", "retry a Redis command (up to 3 times) after a network error or timeout"},
+	{"REDIS_CLUSTER_ADDRS", "redis-cluster-addrs", "host:port,...", "", "seed nodes of a Redis Cluster: selects cluster mode (REDIS_URL gives user, password, TLS)"},
+	{"REDIS_SENTINEL_ADDRS", "redis-sentinel-addrs", "host:port,...", "", "Redis Sentinels: selects Sentinel mode, with REDIS_SENTINEL_MASTER"},
+	{"REDIS_SENTINEL_MASTER", "redis-sentinel-master", "name", "", "the master's name in Sentinel mode"},
+	{"REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", "password", "", "password of the Sentinels, if they need one"},
 	{"NATS_URL", "nats-url", "url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
 	{"NATS_CREDS", "nats-creds", "path", "", "path of a NATS credentials file (optional)"},
 	{"NATS_STREAM", "nats-stream", "name", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
 	{"NATS_CONSUMER", "nats-consumer", "name", worker.DefaultConsumer, "durable pull consumer name"},
 	{"NATS_DLQ_STREAM", "nats-dlq-stream", "name", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
+	{"NATS_STREAM_REPLICAS", "nats-stream-replicas", "int", "1", "replicas of the streams the worker creates (3 on a NATS cluster); an existing stream is never changed"},
 	{"INVALIDATOR_RULES", "rules", "path", "", "path of the rules file"},
 	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
 	{"MAX_DELIVER", "max-deliver", "int", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
@@ -76,8 +81,12 @@ var Settings = []Setting{
 
 // Run is the configuration of `invalidator run` and `invalidator dev`.
 type Run struct {
-	RedisURL  string
+	RedisURL string
+	// Redis holds REDIS_URL's settings and the pool's; Topology says
+	// whether they reach one server, a cluster or a Sentinel-managed master
+	// (see NewRedisClient).
 	Redis     *redis.Options
+	Topology  RedisTopology
 	NATSURL   string
 	NATSCreds string
 	RulesPath string
@@ -118,6 +127,7 @@ func (r *Run) Secrets() []string {
 	if r.Redis != nil {
 		s = append(s, r.Redis.Password)
 	}
+	s = append(s, r.Topology.SentinelPassword)
 	s = append(s, urlPasswords(r.NATSURL)...)
 	s = append(s, r.OpsToken)
 	for _, v := range r.WarmEnv {
@@ -192,6 +202,7 @@ func PublishFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Publish
 type Purge struct {
 	RedisURL   string
 	Redis      *redis.Options
+	Topology   RedisTopology
 	ScanCount  int
 	ScanBudget int
 }
@@ -200,11 +211,12 @@ type Purge struct {
 // [Flags], and returns the function that builds the validated Purge
 // configuration.
 func PurgeFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Purge, error) {
-	r := register(fs, getenv, []string{"REDIS_URL", "REDIS_MAX_CONNECTIONS", "REDIS_SOCKET_TIMEOUT",
-		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT", "SCAN_BUDGET"}, nil)
+	r := register(fs, getenv, append([]string{"REDIS_URL", "REDIS_MAX_CONNECTIONS", "REDIS_SOCKET_TIMEOUT",
+		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT", "SCAN_BUDGET"}, topologyEnvs...), nil)
 	return func() (*Purge, error) {
 		p := &Purge{RedisURL: r.str("REDIS_URL")}
 		p.Redis = r.redis(p.RedisURL)
+		p.Topology = r.topology(p.Redis)
 		p.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 		p.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
 		return p, r.err
@@ -338,6 +350,7 @@ func (r *resolver) run() (*Run, error) {
 		OpsToken:  r.str("OPS_TOKEN"),
 	}
 	c.Redis = r.redis(c.RedisURL)
+	c.Topology = r.topology(c.Redis)
 	r.natsURL(c.NATSURL)
 	c.Worker = worker.Config{
 		Stream:           r.str("NATS_STREAM"),
@@ -347,6 +360,7 @@ func (r *resolver) run() (*Run, error) {
 		MaxDeliver:       r.integer("MAX_DELIVER", 1, 1000),
 		AckWait:          r.duration("ACK_WAIT", time.Second),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
+		StreamReplicas:   r.integer("NATS_STREAM_REPLICAS", 1, 5),
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 	c.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -328,6 +329,14 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"ACK_WAIT below a second", given{env: env("ACK_WAIT", "10ms")}, "ACK_WAIT"},
 		{"SCAN_COUNT zero", given{env: env("SCAN_COUNT", "0")}, "SCAN_COUNT"},
 		{"SCAN_BUDGET negative", given{env: env("SCAN_BUDGET", "-1")}, "SCAN_BUDGET"},
+		{"cluster and sentinel both set", given{env: env("REDIS_CLUSTER_ADDRS", "127.0.0.1:7000", "REDIS_SENTINEL_ADDRS", "127.0.0.1:26379", "REDIS_SENTINEL_MASTER", "m")}, "REDIS_CLUSTER_ADDRS"},
+		{"sentinels without a master", given{env: env("REDIS_SENTINEL_ADDRS", "127.0.0.1:26379")}, "REDIS_SENTINEL_MASTER"},
+		{"a master without sentinels", given{env: env("REDIS_SENTINEL_MASTER", "mymaster")}, "REDIS_SENTINEL_ADDRS"},
+		{"cluster with DB 1", given{env: env("REDIS_CLUSTER_ADDRS", "127.0.0.1:7000", "REDIS_URL", "redis://127.0.0.1:7000/1")}, "REDIS_URL"},
+		{"cluster address without a port", given{env: env("REDIS_CLUSTER_ADDRS", "127.0.0.1:7000,127.0.0.2")}, "REDIS_CLUSTER_ADDRS"},
+		{"sentinel address port out of range", given{env: env("REDIS_SENTINEL_ADDRS", "127.0.0.1:99999", "REDIS_SENTINEL_MASTER", "m")}, "REDIS_SENTINEL_ADDRS"},
+		{"NATS_STREAM_REPLICAS zero", given{env: env("NATS_STREAM_REPLICAS", "0")}, "NATS_STREAM_REPLICAS"},
+		{"NATS_STREAM_REPLICAS over 5", given{env: env("NATS_STREAM_REPLICAS", "7")}, "NATS_STREAM_REPLICAS"},
 		{"SCAN_BUDGET not a number", given{env: env("SCAN_BUDGET", "fast")}, "SCAN_BUDGET"},
 		{"SHUTDOWN_TIMEOUT negative", given{env: env("SHUTDOWN_TIMEOUT", "-1s")}, "SHUTDOWN_TIMEOUT"},
 		{"SHUTDOWN_TIMEOUT not a duration", given{env: env("SHUTDOWN_TIMEOUT", "soon")}, "SHUTDOWN_TIMEOUT"},
@@ -626,5 +635,44 @@ func TestOnlyConfigReadsTheEnvironment(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRedisTopology(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		given    given
+		wantMode string
+		wantType string
+	}{
+		{"single by default", given{}, config.ModeSingle, "*redis.Client"},
+		{"cluster", given{env: env("REDIS_CLUSTER_ADDRS", "127.0.0.1:7000, 127.0.0.1:7001")}, config.ModeCluster, "*redis.ClusterClient"},
+		{"sentinel", given{env: env("REDIS_SENTINEL_ADDRS", "127.0.0.1:26379", "REDIS_SENTINEL_MASTER", "mymaster",
+			"REDIS_SENTINEL_PASSWORD", "sntl-secret")}, config.ModeSentinel, "*redis.Client"},
+		{"cluster by flag", given{args: []string{"--redis-cluster-addrs", "127.0.0.1:7000"}}, config.ModeCluster, "*redis.ClusterClient"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := load(t, tt.given)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Topology.Mode() != tt.wantMode {
+				t.Errorf("mode %q, want %q", c.Topology.Mode(), tt.wantMode)
+			}
+			rdb := config.NewRedisClient(c.Redis, c.Topology)
+			defer rdb.Close()
+			if got := fmt.Sprintf("%T", rdb); got != tt.wantType {
+				t.Errorf("client %s, want %s", got, tt.wantType)
+			}
+			if tt.wantMode == config.ModeSentinel && !slices.Contains(c.Secrets(), "sntl-secret") {
+				t.Error("the Sentinel password is not among the secrets the logger scrubs")
+			}
+		})
+	}
+	c, err := load(t, given{env: env("NATS_STREAM_REPLICAS", "3")})
+	if err != nil || c.Worker.StreamReplicas != 3 {
+		t.Errorf("NATS_STREAM_REPLICAS=3: %v, %v", c.Worker.StreamReplicas, err)
 	}
 }

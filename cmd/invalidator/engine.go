@@ -1,0 +1,27 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/redis/go-redis/v9"
+)
+
+// sweepingEngine is an engine with a shared walk to report and stop.
+type sweepingEngine interface {
+	engine.Engine
+	Sweeps() []sweep.Status
+	Close() error
+}
+
+// newEngine returns the engine that fully serves rdb's topology: the
+// single-node engine for one server or a Sentinel-managed master.
+func newEngine(rdb redis.UniversalClient, cfg engine.Config) (sweepingEngine, error) {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return engine.NewRedis(c, cfg)
+	default:
+		return nil, fmt.Errorf("no engine serves a %T yet: Redis Cluster (REDIS_CLUSTER_ADDRS) is not supported by this build", rdb)
+	}
+}
