@@ -145,13 +145,17 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 }
 
 // removeGenerations queues on pipe the UNLINK of the generation keys of
-// job's exact keys, in commands of at most unlinkChunk keys, and returns
-// them. Queued before the keys' own UNLINK on the same connection, it runs
-// first: a fill that claimed before it finds its token gone.
-func removeGenerations(ctx context.Context, pipe redis.Pipeliner, job Job) []*redis.IntCmd {
-	gens := make([]string, len(job.Exact))
-	for i, k := range job.Exact {
-		gens[i] = GenerationKey(k)
+// the exact keys of all jobs, in commands of at most unlinkChunk keys, and
+// returns them: one command for a whole batch, where a SET per key would
+// cost as much as the removal itself. Queued before the keys' own UNLINK on
+// the same connection, it runs first: a fill that claimed before it finds
+// its token gone. An error fails every job of the batch (they are retried).
+func removeGenerations(ctx context.Context, pipe redis.Pipeliner, jobs []Job) []*redis.IntCmd {
+	var gens []string
+	for _, job := range jobs {
+		for _, k := range job.Exact {
+			gens = append(gens, GenerationKey(k))
+		}
 	}
 	var cmds []*redis.IntCmd
 	for c := range slices.Chunk(gens, unlinkChunk) {

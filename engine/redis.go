@@ -142,13 +142,15 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	}
 	pipe := e.rdb.Pipeline()
 	gens := make([][]*redis.StatusCmd, len(jobs))
-	drops := make([][]*redis.IntCmd, len(jobs))
+	var drops []*redis.IntCmd
 	if e.cfg.Generations {
 		token := newGenerationToken()
 		for i, job := range jobs {
-			gens[i] = advance(ctx, pipe, job, token)
-			drops[i] = removeGenerations(ctx, pipe, job)
+			if len(job.Patterns) > 0 {
+				gens[i] = advance(ctx, pipe, job, token)
+			}
 		}
+		drops = removeGenerations(ctx, pipe, jobs)
 	}
 	cmds := make([][]*redis.IntCmd, len(jobs))
 	for i, job := range jobs {
@@ -161,7 +163,7 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 	for i := range jobs {
-		removed[i], errs[i] = e.readJob(jobs[i], gens[i], drops[i], cmds[i])
+		removed[i], errs[i] = e.readJob(jobs[i], gens[i], drops, cmds[i])
 	}
 	return removed, errs
 }
@@ -174,7 +176,7 @@ func (e *Redis) readJob(job Job, gens []*redis.StatusCmd, drops, unlinks []*redi
 		}
 	}
 	for _, d := range drops {
-		if err := d.Err(); err != nil {
+		if err := d.Err(); err != nil && len(job.Exact) > 0 {
 			return 0, fmt.Errorf("remove generations: %w", err)
 		}
 	}
