@@ -256,6 +256,16 @@ func (w *Worker) record(rep Report) {
 }
 
 func (w *Worker) logReport(rep Report, d time.Duration) {
+	level := slog.LevelInfo
+	switch rep.Outcome {
+	case DeadLettered:
+		level = slog.LevelError
+	case Retried, Abandoned:
+		level = slog.LevelWarn
+	}
+	if !w.log.Enabled(context.Background(), level) {
+		return // the attributes cost more than the event at 100k events/s
+	}
 	attrs := []slog.Attr{slog.String("subject", rep.Subject)}
 	if rep.ID != "" {
 		attrs = append(attrs, slog.String("id", rep.ID))
