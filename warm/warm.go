@@ -140,12 +140,14 @@ func (c Config) Validate() error {
 // and a circuit breaker, and every write goes through the generation guard so
 // that a body fetched before a newer invalidation is never written.
 //
-// The guard: every invalidation first INCRs the generation key of each
-// exact key it removes and of each pattern's scope (see
-// cachekeys.PatternScope), then removes the keys. The warmer reads the
-// generations of the key and of each of its segment prefixes before it
-// fetches, and writes with one Lua script that SETs the value only if none
-// of them changed.
+// The guard (proof in package engine's generation.go): before it fetches,
+// the warmer claims the generation key of the key and of each of its
+// segment prefixes (SET NX GET: a fresh token where none is), and after the
+// fetch one Lua script SETs the value only if every one still holds the
+// token it saw. Every invalidation first removes the generation of each
+// exact key and gives each pattern's scope (cachekeys.PatternScope) a new
+// token, then removes the keys, so a fill that claimed before it writes
+// nothing.
 type Warmer struct {
 	rdb      redis.UniversalClient
 	cfg      Config
