@@ -22,7 +22,7 @@ import (
 // existing R1 stream is used as it is, with a warning naming both values.
 func TestStreamReplicasOnNATSCluster(t *testing.T) {
 	c := testserver.NATSCluster(t)
-	_, js := testserver.JetStreamCluster(t, c)
+	_, js := testserver.JetStreamCluster(t, c.URL())
 	h := newHarnessOn(t, js)
 	ctx := context.Background()
 	setup := func(t *testing.T, name string, log *slog.Logger) {
@@ -131,18 +131,53 @@ func (a *applications) count() (distinct, duplicated, extra int) {
 	return distinct, duplicated, extra
 }
 
-// The stream leader's server stops while 1,000 numbered events are being
-// published and consumed. The publisher retries each event, with the same
-// Nats-Msg-Id, until the new leader stores it; the worker's connection moves
+// testCluster is a 3-server JetStream cluster of one kind, and how a
+// server of it is lost and brought back.
+type testCluster struct {
+	url     string
+	name    func(int) string
+	index   func(string) int
+	lose    func(int) // the leader's server goes away
+	restart func(int) error
+}
+
+// clusterKinds are the clusters the leader-loss test runs on: embedded
+// servers (go.mod's version), whose Shutdown hands the leadership over, and
+// nats-server processes from PATH (Debian's 2.9), killed with SIGKILL, so
+// the followers notice only when the heartbeats stop and elect a leader.
+var clusterKinds = []struct {
+	name  string
+	start func(t *testing.T) testCluster
+}{
+	{"embedded, leader shut down", func(t *testing.T) testCluster {
+		c := testserver.NATSCluster(t)
+		return testCluster{url: c.URL(), name: c.Name, index: c.Index, lose: c.Stop, restart: c.Restart}
+	}},
+	{"binary, leader killed", func(t *testing.T) testCluster {
+		c := testserver.NATSBinaryCluster(t)
+		t.Logf("nats-server %s from PATH", c.Version())
+		return testCluster{url: c.URL(), name: c.Name, index: c.Index, lose: c.Kill,
+			restart: func(i int) error { return c.Restart(context.Background(), i) }}
+	}},
+}
+
+// The stream leader's server goes away while 1,000 numbered events are
+// being published and consumed. The publisher retries each event, with the
+// same Nats-Msg-Id, until a leader stores it; the worker's connection moves
 // to a live server. Every event is applied (its key is gone from a real
 // redis-server), the stream holds each exactly once, nothing is
-// dead-lettered; the events applied twice (their ack was lost with the
-// leader) are reported. The stopped server then restarts and catches up.
+// dead-lettered; the events applied more than once (their ack was lost with
+// the leader) are reported. The lost server then restarts and catches up.
 func TestStreamLeaderLossLosesNoEvent(t *testing.T) {
+	for _, kind := range clusterKinds {
+		t.Run(kind.name, func(t *testing.T) { leaderLoss(t, kind.start(t)) })
+	}
+}
+
+func leaderLoss(t *testing.T, c testCluster) {
 	const n = 1000
-	c := testserver.NATSCluster(t)
-	_, wjs := testserver.JetStreamCluster(t, c)
-	_, pjs := testserver.JetStreamCluster(t, c)
+	_, wjs := testserver.JetStreamCluster(t, c.url)
+	_, pjs := testserver.JetStreamCluster(t, c.url)
 	h := newHarnessOn(t, wjs)
 	keys := numbered("user:", n)
 	h.set(keys...)
@@ -151,23 +186,24 @@ func TestStreamLeaderLossLosesNoEvent(t *testing.T) {
 	cfg := testConfig()
 	cfg.StreamReplicas = 3
 	r := h.start(cfg, worker.Deps{Observer: obs})
-	leader, err := c.WaitStreamLeader(worker.DefaultStream, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var leader string
+	h.eventually("a stream leader", 10*time.Second, func() bool {
+		leader = leaderOf(wjs, worker.DefaultStream)
+		return leader != ""
+	})
 
 	pub, err := events.NewPublisher(pjs, events.WithSource("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ids := make([]string, n)
-	stop := make(chan struct{})
+	third := make(chan struct{})
 	var retries int
 	published := make(chan error, 1)
 	go func() {
 		for i, k := range keys {
 			if i == n/3 {
-				close(stop)
+				close(third)
 			}
 			ev := events.NewEvent(cachekeys.InvalidateSubject, map[string]any{"keys": []any{k}})
 			ids[i] = ev.ID
@@ -181,25 +217,28 @@ func TestStreamLeaderLossLosesNoEvent(t *testing.T) {
 		published <- nil
 	}()
 
-	<-stop
-	stoppedAt := time.Now()
-	c.Stop(leader)
-	newLeader, err := c.WaitStreamLeader(worker.DefaultStream, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("stopped %s, the leader of %s, after %d events were published; %s leads after %s",
-		c.Name(leader), worker.DefaultStream, n/3, c.Name(newLeader), time.Since(stoppedAt).Round(time.Millisecond))
+	<-third
+	lostAt := time.Now()
+	lost := c.index(leader)
+	c.lose(lost)
+	var newLeader string
+	h.eventually("a new stream leader", 30*time.Second, func() bool {
+		newLeader = leaderOf(pjs, worker.DefaultStream)
+		return newLeader != "" && newLeader != leader
+	})
+	t.Logf("lost %s, the leader of %s, after %d events were published; %s leads after %s",
+		leader, worker.DefaultStream, n/3, newLeader, time.Since(lostAt).Round(time.Millisecond))
 	if err := <-published; err != nil {
 		t.Fatalf("publish: %v", err)
 	}
-	t.Logf("all %d events published in %s after the stop, %d publish attempts retried", n, time.Since(stoppedAt).Round(time.Millisecond), retries)
+	t.Logf("all %d events published %s after the loss, %d publish attempts retried", n, time.Since(lostAt).Round(time.Millisecond), retries)
 
 	h.eventually("every key removed", 60*time.Second, func() bool { return h.dbsize() == 0 })
 	h.eventually("every event applied and acked", 30*time.Second, func() bool {
 		distinct, _, _ := obs.count()
 		return distinct == n && h.consumerIdle(r.w)
 	})
+	t.Logf("every event applied and acked %s after the loss", time.Since(lostAt).Round(time.Millisecond))
 	distinct, duplicated, extra := obs.count()
 	obs.mu.Lock()
 	for i, id := range ids {
@@ -221,10 +260,10 @@ func TestStreamLeaderLossLosesNoEvent(t *testing.T) {
 	}
 
 	restartedAt := time.Now()
-	if err := c.Restart(leader); err != nil {
+	if err := c.restart(lost); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually(c.Name(leader)+" current again", 30*time.Second, func() bool {
+	h.eventually(leader+" current again", 30*time.Second, func() bool {
 		info := streamInfo(t, wjs, worker.DefaultStream)
 		current := 0
 		for _, p := range info.Cluster.Replicas {
@@ -234,7 +273,23 @@ func TestStreamLeaderLossLosesNoEvent(t *testing.T) {
 		}
 		return info.Cluster.Leader != "" && current == 2
 	})
-	t.Logf("%s restarted and caught up in %s", c.Name(leader), time.Since(restartedAt).Round(time.Millisecond))
+	t.Logf("%s restarted and caught up in %s", leader, time.Since(restartedAt).Round(time.Millisecond))
+}
+
+// leaderOf names the stream's leader, or "" when it cannot be asked (an
+// election is under way).
+func leaderOf(js jetstream.JetStream, stream string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return ""
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Cluster == nil {
+		return ""
+	}
+	return info.Cluster.Leader
 }
 
 // publishUntilStored publishes ev until the stream acknowledges it, at most

@@ -2,13 +2,17 @@ package servers
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -267,6 +271,230 @@ func (c *NATSCluster) Restart(i int) error {
 // Shutdown stops every server. It is safe to call more than once.
 func (c *NATSCluster) Shutdown() {
 	for i := range c.o.Size {
+		c.Stop(i)
+	}
+}
+
+// NATSBinaryCluster is a JetStream cluster of nats-server processes started
+// from the binary on PATH (Debian's package ships 2.9), joined by routes on
+// loopback, each with its own store. Kill ends one with SIGKILL, as a
+// crash would: no leadership is handed over. Its methods are safe for
+// concurrent use.
+type NATSBinaryCluster struct {
+	o       NATSClusterOptions
+	bin     string
+	version string
+	nodes   []*natsNode
+}
+
+// natsNode is one nats-server process of a NATSBinaryCluster.
+type natsNode struct {
+	clientPort, routePort, httpPort int
+	mu                              sync.Mutex
+	cmd                             *exec.Cmd
+	done                            chan struct{}
+}
+
+// StartNATSBinaryCluster starts o.Size nats-server processes with JetStream
+// and routes to each other, and waits until each reports itself healthy
+// (/healthz: current with a JetStream meta leader). It returns
+// ErrNoNATSServer if the binary is not on PATH. The caller owns the
+// processes: call Shutdown.
+func StartNATSBinaryCluster(ctx context.Context, o NATSClusterOptions) (*NATSBinaryCluster, error) {
+	if o.Dir == "" {
+		return nil, errors.New("servers: NATS cluster Dir is required")
+	}
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		return nil, ErrNoNATSServer
+	}
+	o.Size = cmp.Or(o.Size, DefaultNATSClusterSize)
+	o.Host = cmp.Or(o.Host, "127.0.0.1")
+	o.Name = cmp.Or(o.Name, "invalidator")
+	o.Ready = cmp.Or(o.Ready, 30*time.Second)
+	c := &NATSBinaryCluster{o: o, bin: bin}
+	if out, err := exec.CommandContext(ctx, bin, "--version").Output(); err == nil {
+		if m := natsVersion.FindSubmatch(out); m != nil {
+			c.version = string(m[1])
+		}
+	}
+	for i := range o.Size {
+		n := &natsNode{}
+		if n.clientPort, n.routePort, err = freePortPair(); err != nil {
+			return nil, err
+		}
+		if n.httpPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if i == 0 && o.Port != 0 {
+			n.clientPort = o.Port
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	for i := range o.Size {
+		if err := c.start(i); err != nil {
+			c.Shutdown()
+			return nil, err
+		}
+	}
+	if err := c.waitHealthy(ctx); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Version is what `nats-server --version` printed, such as "2.9.10".
+func (c *NATSBinaryCluster) Version() string { return c.version }
+
+// Size is the number of servers, running or stopped.
+func (c *NATSBinaryCluster) Size() int { return c.o.Size }
+
+// Name is server i's name, as stream info reports its leader and replicas.
+func (c *NATSBinaryCluster) Name(i int) string { return c.o.Name + "-" + strconv.Itoa(i) }
+
+// Index is the index of the server named name, or -1.
+func (c *NATSBinaryCluster) Index(name string) int {
+	for i := range c.o.Size {
+		if c.Name(i) == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// ClientURL is the nats:// URL of server i.
+func (c *NATSBinaryCluster) ClientURL(i int) string {
+	return "nats://" + net.JoinHostPort(c.o.Host, strconv.Itoa(c.nodes[i].clientPort))
+}
+
+// URL lists the client URLs of every server, comma-separated, as NATS_URL
+// takes them.
+func (c *NATSBinaryCluster) URL() string {
+	urls := make([]string, c.o.Size)
+	for i := range urls {
+		urls[i] = c.ClientURL(i)
+	}
+	return strings.Join(urls, ",")
+}
+
+func (c *NATSBinaryCluster) start(i int) error {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		return fmt.Errorf("servers: nats-server %s is running", c.Name(i))
+	}
+	var routes []string
+	for _, m := range c.nodes {
+		routes = append(routes, "nats://"+net.JoinHostPort(c.o.Host, strconv.Itoa(m.routePort)))
+	}
+	cmd := exec.Command(c.bin, "-a", c.o.Host, "-p", strconv.Itoa(n.clientPort), "-m", strconv.Itoa(n.httpPort),
+		"-n", c.Name(i), "-js", "-sd", filepath.Join(c.o.Dir, "node-"+strconv.Itoa(i)),
+		"--cluster_name", c.o.Name, "--cluster", "nats://"+net.JoinHostPort(c.o.Host, strconv.Itoa(n.routePort)),
+		"--routes", strings.Join(routes, ","))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("servers: start nats-server %s: %w", c.Name(i), err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	n.cmd, n.done = cmd, done
+	return nil
+}
+
+// waitHealthy waits until every running server answers /healthz with 200:
+// it is up, and current with a JetStream meta leader.
+func (c *NATSBinaryCluster) waitHealthy(ctx context.Context) error {
+	deadline := time.Now().Add(c.o.Ready)
+	hc := &http.Client{Timeout: time.Second}
+	for i, n := range c.nodes {
+		url := "http://" + net.JoinHostPort(c.o.Host, strconv.Itoa(n.httpPort)) + "/healthz"
+		if !c.running(i) {
+			continue
+		}
+		for !healthy(ctx, hc, url) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("servers: nats-server %s not healthy after %s", c.Name(i), c.o.Ready)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.exited(i):
+				return fmt.Errorf("servers: nats-server %s exited at start", c.Name(i))
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func healthy(ctx context.Context, hc *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (c *NATSBinaryCluster) running(i int) bool {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+// exited is closed when server i's process has exited; nil (never ready)
+// while it is stopped.
+func (c *NATSBinaryCluster) exited(i int) <-chan struct{} {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.done
+}
+
+// Kill ends server i with SIGKILL and waits for the process to be gone.
+// Killing a stopped server does nothing.
+func (c *NATSBinaryCluster) Kill(i int) { c.end(i, syscall.SIGKILL) }
+
+// Stop ends server i with SIGTERM (a clean shutdown) and waits for it,
+// killing it after 10 s. Stopping a stopped server does nothing.
+func (c *NATSBinaryCluster) Stop(i int) { c.end(i, syscall.SIGTERM) }
+
+func (c *NATSBinaryCluster) end(i int, sig syscall.Signal) {
+	n := c.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(sig)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+	n.cmd, n.done = nil, nil
+}
+
+// Restart starts the stopped server i again on its ports and store, and
+// waits until every running server is healthy.
+func (c *NATSBinaryCluster) Restart(ctx context.Context, i int) error {
+	if err := c.start(i); err != nil {
+		return err
+	}
+	return c.waitHealthy(ctx)
+}
+
+// Shutdown stops every server. It is safe to call more than once.
+func (c *NATSBinaryCluster) Shutdown() {
+	for i := range c.nodes {
 		c.Stop(i)
 	}
 }

@@ -1,6 +1,8 @@
 package testserver
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -22,13 +24,13 @@ func NATSCluster(tb testing.TB) *servers.NATSCluster {
 	return c
 }
 
-// JetStreamCluster connects to every server of c (the client moves to
-// another when its own goes down, and keeps trying for as long as the test
-// runs) and returns the connection and its JetStream context, closed on
-// cleanup.
-func JetStreamCluster(tb testing.TB, c *servers.NATSCluster) (*nats.Conn, jetstream.JetStream) {
+// JetStreamCluster connects to the servers of a cluster, urls
+// comma-separated (the client moves to another when its own goes down, and
+// keeps trying for as long as the test runs), and returns the connection
+// and its JetStream context, closed on cleanup.
+func JetStreamCluster(tb testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		tb.Fatalf("connect to the NATS cluster: %v", err)
 	}
@@ -38,4 +40,21 @@ func JetStreamCluster(tb testing.TB, c *servers.NATSCluster) (*nats.Conn, jetstr
 		tb.Fatal(err)
 	}
 	return nc, js
+}
+
+// NATSBinaryCluster starts a 3-server JetStream cluster of nats-server
+// processes from PATH, on loopback, with routes, and waits until each is
+// current with a meta leader. It skips the test with a clear message if the
+// binary is missing. Every process is stopped on cleanup.
+func NATSBinaryCluster(tb testing.TB) *servers.NATSBinaryCluster {
+	tb.Helper()
+	c, err := servers.StartNATSBinaryCluster(context.Background(), servers.NATSClusterOptions{Dir: tb.TempDir()})
+	if errors.Is(err, servers.ErrNoNATSServer) {
+		tb.Skipf("skipped: %v", err)
+	}
+	if err != nil {
+		tb.Fatalf("start nats-server cluster: %v", err)
+	}
+	tb.Cleanup(c.Shutdown)
+	return c
 }
