@@ -5,26 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Headers of a dead letter.
+// Headers of a dead letter (see package deadletter, which writes and reads them).
 const (
-	HeaderError      = "Invalidator-Error"
-	HeaderDeliveries = "Invalidator-Deliveries"
-	HeaderStreamSeq  = "Invalidator-Stream-Seq"
+	HeaderError      = deadletter.HeaderError
+	HeaderDeliveries = deadletter.HeaderDeliveries
+	HeaderStreamSeq  = deadletter.HeaderStreamSeq
 	// HeaderOriginalMsgID keeps the event's Nats-Msg-Id.
-	HeaderOriginalMsgID = "Invalidator-Original-Msg-Id"
+	HeaderOriginalMsgID = deadletter.HeaderOriginalMsgID
 )
 
 // maxTransientRetries bounds how often one delivery waits out a Redis outage
@@ -208,24 +206,11 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.
 // terminates it. The publish is deduplicated by the stream sequence, so a
 // repeat after a failed term stores one dead letter.
 func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, reason error) error {
-	dl := nats.NewMsg(w.cfg.DeadLetterPrefix + "." + msg.Subject())
-	dl.Data = msg.Data()
-	for k, v := range msg.Headers() {
-		if !strings.HasPrefix(k, "Nats-") { // Nats-Expected-* would refuse the publish
-			dl.Header[k] = v
-		}
-	}
-	if id := msg.Headers().Get(nats.MsgIdHdr); id != "" {
-		dl.Header.Set(HeaderOriginalMsgID, id)
-	}
-	dl.Header.Set(HeaderError, reason.Error())
-	var seq, delivered uint64
+	ev := deadletter.Event{Subject: msg.Subject(), Body: msg.Data(), Header: msg.Headers(), Stream: w.cfg.Stream}
 	if meta != nil {
-		seq, delivered = meta.Sequence.Stream, meta.NumDelivered
+		ev.StreamSeq, ev.Deliveries = meta.Sequence.Stream, meta.NumDelivered
 	}
-	dl.Header.Set(HeaderDeliveries, strconv.FormatUint(delivered, 10))
-	dl.Header.Set(HeaderStreamSeq, strconv.FormatUint(seq, 10))
-	dl.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq:%s:%d", w.cfg.Stream, seq))
+	dl := deadletter.Encode(w.cfg.DeadLetterPrefix, ev, kindOf(reason), reason)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if _, err := w.js.PublishMsg(pctx, dl); err != nil {
@@ -237,6 +222,17 @@ func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstr
 		return msg.Term()
 	}
 	return msg.TermWithReason(truncate(reason.Error(), 200))
+}
+
+// kindOf classifies the reason of a dead letter.
+func kindOf(reason error) deadletter.Kind {
+	switch {
+	case errors.Is(reason, events.ErrMalformed):
+		return deadletter.Malformed
+	case errors.Is(reason, ErrPermanent):
+		return deadletter.Rejected
+	}
+	return deadletter.Failed
 }
 
 func (w *Worker) record(rep Report) {
