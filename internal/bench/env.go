@@ -36,7 +36,8 @@ func startEnv(ctx context.Context, o options) (*env, error) {
 		e.close()
 		return nil, err
 	}
-	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), PoolSize: 64})
+	// Long timeouts: DEBUG POPULATE of 10M keys and FLUSHALL take seconds.
+	e.rdb = redis.NewClient(&redis.Options{Addr: e.redis.Addr(), PoolSize: 64, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute})
 	if e.ns, err = servers.StartNATS(servers.NATSOptions{StoreDir: dir + "/nats"}); err != nil {
 		e.close()
 		return nil, err
