@@ -8,6 +8,7 @@
 //	invalidator purge PATTERN... [--dry-run] [--json]
 //	invalidator rules check FILE
 //	invalidator rules explain FILE SUBJECT JSON
+//	invalidator dlq list|show|replay|purge
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.
 package main
@@ -60,6 +61,7 @@ func commands() []command {
 		{"publish", "SUBJECT [JSON]", "publish an event (data from JSON or stdin); prints the stream sequence", publishCmd},
 		{"purge", "PATTERN... [--dry-run] [--json]", "remove keys now: all patterns in one shared SCAN pass", purgeCmd},
 		{"rules", "check FILE | explain FILE SUBJECT JSON", "validate rules, or show what an event would invalidate", rulesCmd},
+		{"dlq", "list|show|replay|purge [flags]", "list, inspect, replay or purge dead letters", dlqCmd},
 	}
 }
 
