@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/config"
@@ -69,10 +70,13 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	}
 	reg := prometheus.NewRegistry()
 	var w *worker.Worker
+	wcfg := cfg.Worker.WithDefaults()
+	letters := deadletter.NewStore(js, wcfg.DeadLetterStream, wcfg.DeadLetterPrefix)
 	m := metrics.New(reg, metrics.Sources{
 		Stats:         func() worker.Stats { return w.Stats() },
 		NATSConnected: nc.IsConnected,
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
+		DeadLetters:   letters.Count,
 	})
 	var scheduled []string
 	for _, sc := range rules.Schedules() {
@@ -104,7 +108,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	defer stopHTTP()
 	if cfg.HTTPAddr != "" {
 		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
-			Sweeps: eng.Sweeps, Token: cfg.OpsToken, Logger: log})
+			Sweeps: eng.Sweeps, DeadLetters: letters, Token: cfg.OpsToken, Logger: log})
 		ln, err := srv.Listen()
 		if err != nil {
 			return err

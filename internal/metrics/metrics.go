@@ -46,6 +46,8 @@ type Sources struct {
 	NATSConnected func() bool
 	// Consumer returns the durable consumer (nil before setup).
 	Consumer func() jetstream.Consumer
+	// DeadLetters counts the messages of the dead-letter stream.
+	DeadLetters func(context.Context) (uint64, error)
 }
 
 // New registers the worker's metrics, the Go and the process collectors on reg.
@@ -148,6 +150,7 @@ type gauges struct {
 	src                                Sources
 	natsUp, pending, ackPending, busy  *prometheus.Desc
 	inFlight, redelivered, concurrency *prometheus.Desc
+	deadLetters                        *prometheus.Desc
 }
 
 func newGauges(src Sources) *gauges {
@@ -163,11 +166,12 @@ func newGauges(src Sources) *gauges {
 		busy:        d("busy_workers", "Handlers working on events now."),
 		inFlight:    d("events_in_flight", "Events being handled now."),
 		concurrency: d("workers", "Handlers in the pool (WORKER_CONCURRENCY)."),
+		deadLetters: d("dead_letters", "Letters in the dead-letter stream, waiting for an operator (invalidator dlq)."),
 	}
 }
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{g.natsUp, g.pending, g.ackPending, g.redelivered, g.busy, g.inFlight, g.concurrency} {
+	for _, d := range []*prometheus.Desc{g.natsUp, g.pending, g.ackPending, g.redelivered, g.busy, g.inFlight, g.concurrency, g.deadLetters} {
 		ch <- d
 	}
 }
@@ -183,12 +187,17 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 		gauge(g.inFlight, float64(s.Busy))
 		gauge(g.concurrency, float64(s.Concurrency))
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if g.src.DeadLetters != nil {
+		if n, err := g.src.DeadLetters(ctx); err == nil {
+			gauge(g.deadLetters, float64(n))
+		}
+	}
 	if g.src.Consumer == nil {
 		return
 	}
 	if c := g.src.Consumer(); c != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
 		if info, err := c.Info(ctx); err == nil {
 			gauge(g.pending, float64(info.NumPending))
 			gauge(g.ackPending, float64(info.NumAckPending))

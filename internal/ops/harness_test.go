@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/events"
@@ -69,10 +70,12 @@ func newSystem(t *testing.T, o options) *system {
 
 	reg := prometheus.NewRegistry()
 	var w *worker.Worker
+	letters := deadletter.NewStore(js, worker.DefaultDeadLetterStream, worker.DefaultDeadLetterPrefix)
 	m := metrics.New(reg, metrics.Sources{
 		Stats:         func() worker.Stats { return w.Stats() },
 		NATSConnected: nc.IsConnected,
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
+		DeadLetters:   letters.Count,
 	})
 	eng, err := engine.NewRedis(rdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget, Observer: m}})
 	if err != nil {
@@ -99,7 +102,7 @@ func newSystem(t *testing.T, o options) *system {
 	})
 
 	srv := httptest.NewServer(ops.New("", ops.Deps{
-		Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: o.token, Sweeps: eng.Sweeps,
+		Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg, Token: o.token, Sweeps: eng.Sweeps, DeadLetters: letters,
 	}).Handler())
 	t.Cleanup(srv.Close)
 

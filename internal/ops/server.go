@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
@@ -46,6 +47,9 @@ type Deps struct {
 	// Sweeps, when set, reports the shared SCAN walk of each Redis node,
 	// for /api/v3/system/sweeps.
 	Sweeps func() []sweep.Status
+	// DeadLetters, when set, is the dead-letter stream /api/v3/system/dlq
+	// reports on.
+	DeadLetters *deadletter.Store
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
 	Token  string
 	Logger *slog.Logger
@@ -87,6 +91,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/api/v3/system/redis/stats", s.guard(only(http.MethodGet, s.redisStats)))
 	mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
 	mux.Handle("/api/v3/system/sweeps", s.guard(only(http.MethodGet, s.sweeps)))
+	mux.Handle("/api/v3/system/dlq", s.guard(only(http.MethodGet, s.deadLetters)))
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
 	return s.recover(limitBody(mux))
