@@ -208,9 +208,9 @@ func (c *RedisCluster) ok(ctx context.Context) error {
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
 		info, err := rdb.ClusterInfo(ctx).Result()
-		var slots []redis.ClusterSlot
+		var shards []redis.ClusterShard
 		if err == nil {
-			slots, err = rdb.ClusterSlots(ctx).Result()
+			shards, err = rdb.ClusterShards(ctx).Result()
 		}
 		_ = rdb.Close()
 		if err != nil {
@@ -219,7 +219,7 @@ func (c *RedisCluster) ok(ctx context.Context) error {
 		if !strings.Contains(info, "cluster_state:ok") {
 			return fmt.Errorf("%s: cluster_state is not ok", n.Addr())
 		}
-		v := slotView(slots)
+		v := slotView(shards)
 		if view != "" && v != view {
 			return fmt.Errorf("%s: the nodes disagree on the slot map", n.Addr())
 		}
@@ -228,15 +228,20 @@ func (c *RedisCluster) ok(ctx context.Context) error {
 	return nil
 }
 
-// slotView is a canonical text of a CLUSTER SLOTS reply: range and master.
-func slotView(slots []redis.ClusterSlot) string {
-	var b strings.Builder
-	for _, s := range slots {
-		if len(s.Nodes) > 0 {
-			fmt.Fprintf(&b, "%d-%d@%s ", s.Start, s.End, s.Nodes[0].Addr)
+// slotView is a canonical text of a CLUSTER SHARDS reply: each range and
+// its master.
+func slotView(shards []redis.ClusterShard) string {
+	var fields []string
+	for _, sh := range shards {
+		for _, n := range sh.Nodes {
+			if n.Role != "master" {
+				continue
+			}
+			for _, r := range sh.Slots {
+				fields = append(fields, fmt.Sprintf("%d-%d@%s:%d", r.Start, r.End, n.IP, n.Port))
+			}
 		}
 	}
-	fields := strings.Fields(b.String())
 	slices.Sort(fields)
 	return strings.Join(fields, " ")
 }
