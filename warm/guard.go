@@ -36,6 +36,9 @@ func GenerationKeys(key string) []string {
 // way an invalidation invalidates a generation; see engine/generation.go
 // for the proof. SET with both NX and GET needs Redis 7.0.
 func (w *Warmer) generations(ctx context.Context, key string) ([]string, error) {
+	if c, ok := w.rdb.(*redis.ClusterClient); ok {
+		return claimOnCluster(ctx, c, key)
+	}
 	keys := GenerationKeys(key)
 	token := engine.NewGenerationToken()
 	pipe := w.rdb.Pipeline()
@@ -74,12 +77,72 @@ return 1
 `)
 
 func (w *Warmer) store(ctx context.Context, req cachekeys.WarmRequest, body []byte, gens []string) (bool, error) {
+	if c, ok := w.rdb.(*redis.ClusterClient); ok {
+		return storeOnCluster(ctx, c, req, body, gens)
+	}
 	keys := append([]string{req.Key}, GenerationKeys(req.Key)...)
 	args := []any{body, strconv.FormatInt(req.TTL.Milliseconds(), 10)}
 	for _, g := range gens {
 		args = append(args, g)
 	}
 	n, err := guardedSet.Run(ctx, w.rdb, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("guarded set: %w", err)
+	}
+	return n == 1, nil
+}
+
+// The fill side on a Redis Cluster, where a script must stay in one slot
+// (the protocol and its proof are in engine/cluster_generation.go):
+//
+//  1. register: SADD engine.FillMember(t, key) to the fill registry of each
+//     segment prefix of key (with the generation TTL), and wait for every
+//     reply: an invalidation of a pattern over key that drains a registry
+//     after this finds the fill and removes key's own generation;
+//  2. claim key's own generation, engine.ClusterGenerationKey(key), in
+//     key's slot, with SET NX GET PX, as on one node;
+//  3. after the fetch, the guarded script checks that one generation and
+//     SETs key: both keys are in key's slot;
+//  4. leave the registries (SREM, best effort; the TTL bounds what is left).
+//
+// claimOnCluster does 1 and 2 and returns the claimed token and t.
+func claimOnCluster(ctx context.Context, c *redis.ClusterClient, key string) ([]string, error) {
+	token := engine.NewGenerationToken()
+	member := engine.FillMember(token, key)
+	pipe := c.Pipeline()
+	for _, p := range cachekeys.SegmentPrefixes(key) {
+		reg := engine.FillRegistryKey(p)
+		pipe.SAdd(ctx, reg, member)
+		pipe.PExpire(ctx, reg, engine.DefaultGenerationTTL)
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("register fill: %w", err)
+		}
+	}
+	held, err := c.SetArgs(ctx, engine.ClusterGenerationKey(key), token,
+		redis.SetArgs{Mode: "NX", Get: true, TTL: engine.DefaultGenerationTTL}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		held = token
+	case err != nil:
+		return nil, fmt.Errorf("claim generation: %w", err)
+	}
+	return []string{held, token}, nil
+}
+
+// storeOnCluster does 3 and 4: gens is what claimOnCluster returned.
+func storeOnCluster(ctx context.Context, c *redis.ClusterClient, req cachekeys.WarmRequest, body []byte, gens []string) (bool, error) {
+	keys := []string{req.Key, engine.ClusterGenerationKey(req.Key)}
+	n, err := guardedSet.Run(ctx, c, keys, body, strconv.FormatInt(req.TTL.Milliseconds(), 10), gens[0]).Int()
+	member := engine.FillMember(gens[1], req.Key)
+	pipe := c.Pipeline()
+	for _, p := range cachekeys.SegmentPrefixes(req.Key) {
+		pipe.SRem(ctx, engine.FillRegistryKey(p), member)
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // best effort: the registry's TTL removes what is left
+	}
 	if err != nil {
 		return false, fmt.Errorf("guarded set: %w", err)
 	}
