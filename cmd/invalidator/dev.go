@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/invalidator/invalidator/internal/servers"
@@ -24,10 +25,13 @@ const devSummary = `The one-command local start. Uses NATS at NATS_URL if it ans
 starts an embedded JetStream server there (data in a temp dir); uses Redis at
 REDIS_URL if it answers, otherwise starts redis-server on that port as a child
 (when the binary is on PATH). Loads testdata/rules.yaml unless told otherwise,
-then runs the worker like 'run'. Everything it started stops with it.`
+then runs the worker like 'run'. Everything it started stops with it.
+With --nats-cluster it starts a cluster of 3 embedded JetStream servers
+instead, the first on NATS_URL's port, and creates the streams with 3
+replicas.`
 
 func devCmd(ctx context.Context, e env, args []string) error {
-	cfg, rules, err := loadWorker(e, "dev", devSummary, args)
+	cfg, rules, natsCluster, err := loadDev(e, args)
 	if err != nil {
 		return err
 	}
@@ -37,7 +41,11 @@ func devCmd(ctx context.Context, e env, args []string) error {
 	}
 	defer os.RemoveAll(dir)
 	redis.SetLogger(logging.RedisLogger{Log: newLogger(e, cfg)})
-	stopNATS, err := devNATS(e, cfg, dir)
+	startNATS := devNATS
+	if natsCluster {
+		startNATS = devNATSCluster
+	}
+	stopNATS, err := startNATS(e, cfg, dir)
 	if err != nil {
 		return err
 	}
@@ -49,6 +57,32 @@ func devCmd(ctx context.Context, e env, args []string) error {
 	defer stopRedis()
 	banner := func() { fmt.Fprint(e.stderr, devExample(cfg)) }
 	return serve(ctx, e, cfg, rules, banner)
+}
+
+// loadDev is loadWorker for dev, which has a flag of its own: --nats-cluster.
+func loadDev(e env, args []string) (*config.Run, *cachekeys.Rules, bool, error) {
+	fs := newFlagSet(e, "dev", "[flags]", devSummary)
+	natsCluster := fs.Bool("nats-cluster", false, "start a cluster of 3 embedded JetStream servers instead of one, and create the streams with 3 replicas")
+	build := config.DevFlags(fs, e.getenv)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if len(pos) > 0 {
+		return nil, nil, false, usagef("dev takes no arguments, got %q", pos[0])
+	}
+	cfg, err := build()
+	if err != nil {
+		return nil, nil, false, usageError{err}
+	}
+	rules, err := loadRules(cfg.RulesPath)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
+		return nil, nil, false, usageError{err}
+	}
+	return cfg, rules, *natsCluster, nil
 }
 
 // hostPort splits a URL's host and port, with a default port.
@@ -85,6 +119,37 @@ func devNATS(e env, cfg *config.Run, dir string) (func(), error) {
 	}
 	fmt.Fprintf(e.stderr, "✅ started embedded NATS with JetStream on %s (data in %s)\n", s.ClientURL(), dir)
 	return func() { s.Shutdown(); s.WaitForShutdown() }, nil
+}
+
+// devNATSCluster starts 3 embedded JetStream servers joined by routes, the
+// first on NATS_URL's port (the others on free ports), points NATS_URL at
+// all three and sets the streams' replicas to 3 (unless
+// NATS_STREAM_REPLICAS asks for more than 1). A NATS server that already
+// answers there is an error: dev would not know whether it is a cluster.
+func devNATSCluster(e env, cfg *config.Run, dir string) (func(), error) {
+	first, _, _ := strings.Cut(cfg.NATSURL, ",")
+	if nc, err := nats.Connect(first, nats.Timeout(time.Second)); err == nil {
+		nc.Close()
+		return nil, usagef("NATS already answers at %s, so dev --nats-cluster cannot start its cluster there: stop it, or leave out --nats-cluster (with NATS_STREAM_REPLICAS=3 if it is a cluster)", logging.RedactURL(first))
+	}
+	host, port, err := hostPort(first, 4222)
+	if err != nil || !isLocal(host) {
+		return nil, fmt.Errorf("NATS at %s does not answer and is not local, so dev cannot start a cluster there", logging.RedactURL(first))
+	}
+	if host == "localhost" || host == "" {
+		host = "127.0.0.1"
+	}
+	c, err := servers.StartNATSCluster(servers.NATSClusterOptions{Dir: filepath.Join(dir, "nats"), Host: host, Port: port})
+	if err != nil {
+		return nil, fmt.Errorf("start a NATS cluster on %s:%d: %w", host, port, err)
+	}
+	cfg.NATSURL = c.URL()
+	if cfg.Worker.StreamReplicas <= 1 {
+		cfg.Worker.StreamReplicas = c.Size()
+	}
+	fmt.Fprintf(e.stderr, "✅ started a NATS cluster of %d embedded JetStream servers on %s, streams with %d replicas (data in %s)\n",
+		c.Size(), c.URL(), cfg.Worker.StreamReplicas, dir)
+	return c.Shutdown, nil
 }
 
 func devRedis(ctx context.Context, e env, cfg *config.Run, dir string) (func(), error) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -252,5 +253,79 @@ func TestClusterComposeFile(t *testing.T) {
 	}
 	if c := w.DependsOn["redis-cluster-init"].Condition; c != "service_completed_successfully" {
 		t.Errorf("invalidator waits for redis-cluster-init with %q, want service_completed_successfully", c)
+	}
+}
+
+// dev --nats-cluster starts 3 JetStream servers (the first on NATS_URL's
+// port), creates R3 streams on them, invalidates through them, and stops
+// all three when interrupted.
+func TestDevNATSCluster(t *testing.T) {
+	t.Parallel()
+	r := testserver.Redis(t)
+	rdb := testserver.RedisClient(t, r)
+	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	p := start(t, []string{
+		"REDIS_URL=" + r.URL(),
+		"NATS_URL=nats://" + natsAddr,
+		"INVALIDATOR_RULES=" + absRules(t),
+		"HTTP_ADDR=",
+		"LOG_FORMAT=json",
+	}, "dev", "--nats-cluster")
+	p.waitLog(t, "worker started", 60*time.Second)
+	m := regexp.MustCompile(`NATS cluster of 3 embedded JetStream servers on (\S+), streams with 3 replicas`).FindStringSubmatch(p.stderr.String())
+	if m == nil {
+		t.Fatalf("dev did not say it started a NATS cluster:\n%s", p.stderr)
+	}
+	urls := strings.Split(m[1], ",")
+	if len(urls) != 3 || urls[0] != "nats://"+natsAddr {
+		t.Fatalf("cluster URLs %q, want 3 starting with nats://%s", urls, natsAddr)
+	}
+	if !strings.Contains(p.stderr.String(), "NATS_URL="+shellQuote(m[1])) {
+		t.Errorf("dev's example does not export NATS_URL=%s", m[1])
+	}
+	_, js := testserver.JetStreamCluster(t, m[1])
+	ctx := context.Background()
+	for _, name := range []string{"EVENTS", "EVENTS_DLQ"} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+			t.Errorf("stream %s: %d replicas, cluster %+v; want R3 with 2 followers", name, info.Config.Replicas, info.Cluster)
+		}
+	}
+
+	if err := rdb.Set(ctx, "cache:course_analytics:42", "cached", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := events.NewPublisher(js, events.WithSource("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(ctx, "events.course.updated", map[string]any{"course_id": "42"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cache:course_analytics:42 removed", 30*time.Second, func() bool {
+		n, err := rdb.Exists(ctx, "cache:course_analytics:42").Result()
+		return err == nil && n == 0
+	})
+
+	p.signal(t, os.Interrupt)
+	if code := p.wait(t, 60*time.Second); code != exitOK {
+		t.Fatalf("dev exit code %d, want 0", code)
+	}
+	for _, u := range urls {
+		addr := strings.TrimPrefix(u, "nats://")
+		eventually(t, addr+" no longer answers", 10*time.Second, func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
 	}
 }
