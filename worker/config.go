@@ -24,6 +24,8 @@ const (
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultEventTimeout     = 5 * time.Minute
 	DefaultHealthInterval   = time.Second
+	// DefaultFailoverReplayWindow is Config.FailoverReplayWindow's default.
+	DefaultFailoverReplayWindow = 10 * time.Second
 )
 
 // DefaultBackoff is the delay before each redelivery of an event whose
@@ -80,6 +82,15 @@ type Config struct {
 	// existing stream is used as it is (a warning is logged when its
 	// replicas differ). Defaults to 1.
 	StreamReplicas int
+	// FailoverReplayWindow guards against the writes a Redis failover
+	// loses: replication is asynchronous, so an UNLINK the old master
+	// acknowledged may never reach the replica that takes its place, and the
+	// key would come back stale. When the worker sees another master (its
+	// run_id changed: a Sentinel failover, or a restart), it applies again
+	// the events it acked within this window before it last saw the old
+	// master, re-read from the stream; they are not acked again. Negative
+	// turns the replay off. Defaults to 10s.
+	FailoverReplayWindow time.Duration
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -109,6 +120,7 @@ func (c Config) WithDefaults() Config {
 	c.EventTimeout = cmpOr(c.EventTimeout, DefaultEventTimeout)
 	c.HealthInterval = cmpOr(c.HealthInterval, DefaultHealthInterval)
 	c.StreamReplicas = cmpOr(c.StreamReplicas, 1)
+	c.FailoverReplayWindow = cmpOr(c.FailoverReplayWindow, DefaultFailoverReplayWindow)
 	return c
 }
 

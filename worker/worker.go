@@ -228,6 +228,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	gateCtx, stopGate := context.WithCancel(workCtx)
 	bg.Go(func() { w.gate.run(gateCtx) })
+	if rp := newReplayer(w); rp != nil { // the failover replay window (replay.go)
+		bg.Go(func() { rp.run(gateCtx) })
+	}
 	defer func() { stopGate(); bg.Wait() }()
 	if w.warmer != nil {
 		bg.Go(func() { w.warmer.Run(ctx) })

@@ -1,0 +1,100 @@
+package worker_test
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/worker"
+)
+
+// TestFailoverReplay loses an acked UNLINK in a failover on purpose, with
+// the replay window on and off. The replica's replication is held
+// (CLIENT PAUSE WRITE on the replica), an event removes a key on the master
+// and is acked, the master is SIGKILLed at once, and the sentinels promote
+// the replica, which never saw the UNLINK: the key is back, stale.
+//   - window off: the worker sees the new master and the key stays on it,
+//     stale: the loss is real, and nothing but the replay would repair it;
+//   - window on (the default, 10s): the worker sees the new master's
+//     run_id, re-reads the event from the stream and applies it again, and
+//     the key is gone; nothing is acked or dead-lettered twice.
+func TestFailoverReplay(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		window    time.Duration
+		wantStale bool
+	}{
+		{name: "on", window: 0, wantStale: false}, // 0: the default window
+		{name: "off", window: -1, wantStale: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSentinelHarness(t)
+			const key = "cache:replay:1"
+			s.setReplicated(key, "cache:replay:other")
+			rec, logs := newOutcomes(), &logRecorder{}
+			cfg := testConfig()
+			cfg.FailoverReplayWindow = tc.window
+			r := s.start(cfg, worker.Deps{Observer: rec, Logger: slog.New(logs)})
+			master, replica := s.master()
+			ctx := context.Background()
+
+			// Replication is held from here; the pause must outlast the
+			// event's apply and the kill, else the UNLINK reaches the replica.
+			const hold = 5 * time.Second
+			held := time.Now()
+			if err := servers.HoldReplication(ctx, replica, hold); err != nil {
+				t.Fatal(err)
+			}
+			seq := s.publish("events.cache.invalidate", map[string]any{"keys": []any{key}})
+			s.eventually("the event is applied and acked", 10*time.Second, func() bool {
+				return slices.Contains(rec.of(seq), worker.Applied)
+			})
+			if nodeHas(t, master, key) {
+				t.Fatal("the key is still on the master after the event was applied")
+			}
+			if err := s.sentinels.Kill(master); err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(held); d > hold/2 {
+				t.Fatalf("the kill came %v after replication was held for %v: too late to be sure the UNLINK was lost", d, hold)
+			}
+			promoted, err := s.sentinels.WaitFailover(ctx, master.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if promoted != replica {
+				t.Fatalf("promoted %s, want the replica %s", promoted.Addr(), replica.Addr())
+			}
+
+			if tc.wantStale {
+				s.eventually("the worker sees the new master", 20*time.Second, func() bool {
+					return logs.find("master changed") != ""
+				})
+				time.Sleep(time.Second) // a replay, if any, would be done by now
+				if !nodeHas(t, promoted, key) {
+					t.Fatal("without the replay the key is gone from the new master: the UNLINK was not lost, so this test proves nothing")
+				}
+				t.Logf("without the replay %s is back on the new master, stale (%s)", key, logs.find("master changed"))
+			} else {
+				s.eventually("the replay removes the stale key", 20*time.Second, func() bool {
+					return logs.find("failover replay done") != "" && !nodeHas(t, promoted, key)
+				})
+				t.Logf("%s; %s", logs.find("replaying"), logs.find("failover replay done"))
+			}
+			if !nodeHas(t, promoted, "cache:replay:other") {
+				t.Error("cache:replay:other, which no event names, is gone")
+			}
+			if outs := rec.of(seq); !slices.Equal(outs, []worker.Outcome{worker.Applied}) {
+				t.Errorf("outcomes of the event = %v, want one applied (the replay acks nothing)", outs)
+			}
+			if st := r.w.Stats(); st.DeadLettered != 0 || st.Applied != 1 {
+				t.Errorf("stats %+v, want 1 applied and none dead-lettered", st)
+			}
+		})
+	}
+}
