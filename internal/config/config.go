@@ -55,6 +55,7 @@ var Settings = []Setting{
 	{"REDIS_SENTINEL_ADDRS", "redis-sentinel-addrs", "host:port,...", "", "Redis Sentinels: selects Sentinel mode, with REDIS_SENTINEL_MASTER"},
 	{"REDIS_SENTINEL_MASTER", "redis-sentinel-master", "name", "", "the master's name in Sentinel mode"},
 	{"REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", "password", "", "password of the Sentinels, if they need one"},
+	{"FAILOVER_REPLAY_WINDOW", "failover-replay-window", "duration", worker.DefaultFailoverReplayWindow.String(), "after a Redis master change, the events acked this long before are applied again; 0 turns it off"},
 	{"NATS_URL", "nats-url", "url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
 	{"NATS_CREDS", "nats-creds", "path", "", "path of a NATS credentials file (optional)"},
 	{"NATS_STREAM", "nats-stream", "name", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
@@ -361,6 +362,10 @@ func (r *resolver) run() (*Run, error) {
 		AckWait:          r.duration("ACK_WAIT", time.Second),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", 0),
 		StreamReplicas:   r.integer("NATS_STREAM_REPLICAS", 1, 5),
+	}
+	// 0 turns the replay off; the worker reads 0 as its default and negative as off.
+	if c.Worker.FailoverReplayWindow = r.duration("FAILOVER_REPLAY_WINDOW", 0); c.Worker.FailoverReplayWindow == 0 {
+		c.Worker.FailoverReplayWindow = -1
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 	c.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
