@@ -2,7 +2,10 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,7 +83,7 @@ func (g *gate) setUp(up bool, err error) {
 	g.obs.RedisUp(up)
 }
 
-// run pings Redis every interval while it is up and with backoff (100ms to
+// run pings Redis (every master of a cluster) every interval while it is up and with backoff (100ms to
 // 5s) while it is down, until ctx ends.
 func (g *gate) run(ctx context.Context) {
 	const minWait, maxWait = 100 * time.Millisecond, 5 * time.Second
@@ -94,7 +97,7 @@ func (g *gate) run(ctx context.Context) {
 		case <-g.down:
 		}
 		pctx, cancel := context.WithTimeout(ctx, max(g.interval, time.Second))
-		err := g.rdb.Ping(pctx).Err()
+		err := ping(pctx, g.rdb)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -108,4 +111,29 @@ func (g *gate) run(ctx context.Context) {
 		failures++
 		t.Reset(min(minWait<<min(failures-1, 6), maxWait))
 	}
+}
+
+// errClusterNotOK means a master answered but reports cluster_state other
+// than ok: the cluster serves no command until it recovers.
+var errClusterNotOK = errors.New("cluster_state is not ok")
+
+// ping checks that Redis answers. On a Redis Cluster every master must
+// answer PING and report cluster_state:ok, so one master down pauses
+// consumption as a single-node outage does. The masters are those the
+// client knows now (ForEachMaster reloads the slot map when it is stale).
+func ping(ctx context.Context, rdb redis.UniversalClient) error {
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return rdb.Ping(ctx).Err()
+	}
+	return c.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		info, err := node.ClusterInfo(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("%s: %w", node.Options().Addr, err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("%s: %w", node.Options().Addr, errClusterNotOK)
+		}
+		return nil
+	})
 }
