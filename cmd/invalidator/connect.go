@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -61,6 +64,11 @@ func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) (redis
 	log.Info("🔧 Redis configured", slog.String("url", logging.RedactURL(cfg.RedisURL)), slog.String("mode", cfg.Topology.Mode()),
 		slog.Int("max_connections", cfg.Redis.PoolSize), slog.Duration("socket_timeout", cfg.Redis.ReadTimeout),
 		slog.Duration("connect_timeout", cfg.Redis.DialTimeout))
+	if err := probeTLS(cfg.Redis); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("TLS with Redis at %s failed (%s): check REDIS_URL's scheme (rediss://) and port and the REDIS_TLS_* files",
+			logging.RedactURL(cfg.RedisURL), tlsReason(err))
+	}
 	pctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+time.Second)
 	defer cancel()
 	info, err := rdb.InfoMap(pctx, "server").Result()
@@ -68,6 +76,11 @@ func connectRedis(ctx context.Context, cfg *config.Run, log *slog.Logger) (redis
 		rdb.Close()
 		return nil, fmt.Errorf("password refused by Redis at %s (%s): check the user and password in REDIS_URL",
 			logging.RedactURL(cfg.RedisURL), firstWord(err))
+	}
+	if tlsMisconfigured(err) {
+		rdb.Close()
+		return nil, fmt.Errorf("TLS with Redis at %s failed (%s): check REDIS_URL's scheme (rediss://) and port and the REDIS_TLS_* files",
+			logging.RedactURL(cfg.RedisURL), tlsReason(err))
 	}
 	if err != nil {
 		log.Warn("⚠️ Redis not reachable yet; the worker waits for it", slog.Any("error", err))
@@ -108,9 +121,7 @@ func connectNATS(cfg *config.Run, log *slog.Logger) (*nats.Conn, error) {
 			log.Warn("⚠️ NATS error", slog.Any("error", err))
 		}),
 	}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
+	opts = append(opts, config.NATSOptions(cfg.NATSCreds, cfg.NATSTLS)...)
 	// A first attempt without RetryOnFailedConnect, which would hide an
 	// authorization error behind endless background retries.
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
@@ -119,6 +130,10 @@ func connectNATS(cfg *config.Run, log *slog.Logger) (*nats.Conn, error) {
 			return nil, fmt.Errorf("credentials refused by NATS at %s (%w): check the user and password or token in NATS_URL, or NATS_CREDS",
 				logging.RedactURL(cfg.NATSURL), err)
 		}
+	}
+	if tlsMisconfigured(err) {
+		return nil, fmt.Errorf("TLS with NATS at %s failed (%s): check NATS_URL's scheme and port and the NATS_TLS_* files",
+			logging.RedactURL(cfg.NATSURL), tlsReason(err))
 	}
 	if err != nil {
 		nc, err = nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
@@ -148,4 +163,72 @@ func closeNATS(nc *nats.Conn) {
 	case <-time.After(10 * time.Second):
 		nc.Close()
 	}
+}
+
+// tlsMisconfigured reports whether err is a TLS failure that waiting will
+// not heal: a certificate the CA did not sign or for another name, a
+// plaintext port answering a TLS client (or the reverse), a client
+// certificate the server refused.
+func tlsMisconfigured(err error) bool {
+	if err == nil {
+		return false
+	}
+	var (
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		verify   *tls.CertificateVerificationError
+		record   tls.RecordHeaderError
+		alert    tls.AlertError
+	)
+	return errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &verify) || errors.As(err, &record) || errors.As(err, &alert) ||
+		errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted) ||
+		strings.Contains(err.Error(), "tls: ")
+}
+
+// tlsReason is the TLS error's own words, without what a server echoed.
+func tlsReason(err error) string {
+	var record tls.RecordHeaderError
+	if errors.As(err, &record) {
+		return "the server did not answer in TLS: a plaintext port?"
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "tls: "); i >= 0 {
+		return msg[i:]
+	}
+	if i := strings.Index(msg, "x509: "); i >= 0 {
+		return msg[i:]
+	}
+	return msg
+}
+
+// probeTLS checks a rediss:// server's TLS handshake at start. A server
+// that accepts the connection but does not complete the handshake (a
+// plaintext port waits for a command that never comes) or refuses the
+// certificates is an error; one that refuses the connection is down, and
+// the worker waits for it.
+func probeTLS(opt *redis.Options) error {
+	if opt.TLSConfig == nil || opt.Network == "unix" {
+		return nil
+	}
+	c, err := net.DialTimeout("tcp", opt.Addr, opt.DialTimeout)
+	if err != nil {
+		return nil // down or unreachable: waited for
+	}
+	defer c.Close()
+	cfg := opt.TLSConfig.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(opt.Addr)
+	}
+	tc := tls.Client(c, cfg)
+	_ = tc.SetDeadline(time.Now().Add(min(opt.DialTimeout, 3*time.Second)))
+	if err := tc.Handshake(); err != nil {
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			return tls.RecordHeaderError{Msg: "no TLS answer"}
+		}
+		return err
+	}
+	return nil
 }

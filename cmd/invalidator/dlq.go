@@ -115,9 +115,7 @@ func parseSeqs(args []string) ([]uint64, error) {
 
 func dialJetStream(cfg *config.DLQ) (jetstream.JetStream, func(), error) {
 	opts := []nats.Option{nats.Name("invalidator dlq"), nats.Timeout(5 * time.Second)}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
+	opts = append(opts, config.NATSOptions(cfg.NATSCreds, cfg.NATSTLS)...)
 	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(cfg.NATSURL), err)

@@ -45,9 +45,7 @@ func publishCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	nopts := []nats.Option{nats.Name("invalidator publish"), nats.Timeout(*timeout)}
-	if cfg.NATSCreds != "" {
-		nopts = append(nopts, nats.UserCredentials(cfg.NATSCreds))
-	}
+	nopts = append(nopts, config.NATSOptions(cfg.NATSCreds, cfg.NATSTLS)...)
 	nc, err := nats.Connect(cfg.NATSURL, nopts...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", logging.RedactURL(cfg.NATSURL), err)

@@ -51,6 +51,10 @@ var Settings = []Setting{
 	{"REDIS_SOCKET_TIMEOUT", "redis-socket-timeout", "duration", "5s", "read/write timeout of a Redis command"},
 	{"REDIS_SOCKET_CONNECT_TIMEOUT", "redis-socket-connect-timeout", "duration", "5s", "timeout to open a Redis connection"},
 	{"REDIS_RETRY_ON_TIMEOUT", "redis-retry-on-timeout", "bool", "true", "retry a Redis command (up to 3 times) after a network error or timeout"},
+	{"REDIS_TLS_CA_FILE", "redis-tls-ca-file", "path", "", "CA certificates (PEM) that sign the Redis server's certificate; needs a rediss:// REDIS_URL"},
+	{"REDIS_TLS_CERT_FILE", "redis-tls-cert-file", "path", "", "client certificate (PEM) for mutual TLS with Redis, with REDIS_TLS_KEY_FILE"},
+	{"REDIS_TLS_KEY_FILE", "redis-tls-key-file", "path", "", "the client certificate's key (PEM)"},
+	{"REDIS_TLS_SERVER_NAME", "redis-tls-server-name", "name", "", "name to verify in the Redis server's certificate (default: REDIS_URL's host)"},
 	{"REDIS_CLUSTER_ADDRS", "redis-cluster-addrs", "host:port,...", "", "seed nodes of a Redis Cluster: selects cluster mode (REDIS_URL gives user, password, TLS)"},
 	{"REDIS_SENTINEL_ADDRS", "redis-sentinel-addrs", "host:port,...", "", "Redis Sentinels: selects Sentinel mode, with REDIS_SENTINEL_MASTER"},
 	{"REDIS_SENTINEL_MASTER", "redis-sentinel-master", "name", "", "the master's name in Sentinel mode"},
@@ -58,6 +62,9 @@ var Settings = []Setting{
 	{"FAILOVER_REPLAY_WINDOW", "failover-replay-window", "duration", worker.DefaultFailoverReplayWindow.String(), "after a Redis master change, the events acked this long before are applied again; 0 turns it off"},
 	{"NATS_URL", "nats-url", "url", DefaultNATSURL, "NATS server(s), comma-separated; user:password@ in the URL"},
 	{"NATS_CREDS", "nats-creds", "path", "", "path of a NATS credentials file (optional)"},
+	{"NATS_TLS_CA_FILE", "nats-tls-ca-file", "path", "", "CA certificates (PEM) that sign the NATS server's certificate"},
+	{"NATS_TLS_CERT_FILE", "nats-tls-cert-file", "path", "", "client certificate (PEM) for mutual TLS with NATS, with NATS_TLS_KEY_FILE"},
+	{"NATS_TLS_KEY_FILE", "nats-tls-key-file", "path", "", "the client certificate's key (PEM)"},
 	{"NATS_STREAM", "nats-stream", "name", worker.DefaultStream, "JetStream stream of events (created on events.> if missing)"},
 	{"NATS_CONSUMER", "nats-consumer", "name", worker.DefaultConsumer, "durable pull consumer name"},
 	{"NATS_DLQ_STREAM", "nats-dlq-stream", "name", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
@@ -90,6 +97,8 @@ type Run struct {
 	Topology  RedisTopology
 	NATSURL   string
 	NATSCreds string
+	// NATSTLS are the NATS_TLS_* files (see NATSOptions).
+	NATSTLS   NATSTLS
 	RulesPath string
 	Worker    worker.Config
 	ScanCount int
@@ -185,15 +194,17 @@ func DevFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Run, error)
 type Publish struct {
 	NATSURL   string
 	NATSCreds string
+	NATSTLS   NATSTLS
 }
 
 // PublishFlags registers the NATS settings on fs, like [Flags], and returns
 // the function that builds the validated Publish configuration.
 func PublishFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Publish, error) {
-	r := register(fs, getenv, []string{"NATS_URL", "NATS_CREDS"}, nil)
+	r := register(fs, getenv, append([]string{"NATS_URL", "NATS_CREDS"}, natsTLSEnvs...), nil)
 	return func() (*Publish, error) {
 		p := &Publish{NATSURL: r.str("NATS_URL"), NATSCreds: r.str("NATS_CREDS")}
 		r.natsURL(p.NATSURL)
+		p.NATSTLS = r.natsTLS()
 		return p, r.err
 	}
 }
@@ -213,7 +224,7 @@ type Purge struct {
 // configuration.
 func PurgeFlags(fs *flag.FlagSet, getenv func(string) string) func() (*Purge, error) {
 	r := register(fs, getenv, append([]string{"REDIS_URL", "REDIS_MAX_CONNECTIONS", "REDIS_SOCKET_TIMEOUT",
-		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT", "SCAN_BUDGET"}, topologyEnvs...), nil)
+		"REDIS_SOCKET_CONNECT_TIMEOUT", "REDIS_RETRY_ON_TIMEOUT", "SCAN_COUNT", "SCAN_BUDGET"}, append(topologyEnvs, tlsEnvs...)...), nil)
 	return func() (*Purge, error) {
 		p := &Purge{RedisURL: r.str("REDIS_URL")}
 		p.Redis = r.redis(p.RedisURL)
@@ -353,6 +364,7 @@ func (r *resolver) run() (*Run, error) {
 	c.Redis = r.redis(c.RedisURL)
 	c.Topology = r.topology(c.Redis)
 	r.natsURL(c.NATSURL)
+	c.NATSTLS = r.natsTLS()
 	c.Worker = worker.Config{
 		Stream:           r.str("NATS_STREAM"),
 		Consumer:         r.str("NATS_CONSUMER"),
@@ -437,6 +449,7 @@ func (r *resolver) redis(raw string) *redis.Options {
 		opt.MaxRetries = -1
 	}
 	opt.ClientName = "invalidator"
+	r.redisTLS(opt)
 	return opt
 }
 

@@ -11,6 +11,7 @@ import (
 type DLQ struct {
 	NATSURL          string
 	NATSCreds        string
+	NATSTLS          NATSTLS
 	Stream           string
 	DeadLetterStream string
 	// DeadLetterPrefix is the subject prefix of letters ("dlq").
@@ -24,7 +25,7 @@ type DLQ struct {
 // INVALIDATOR_RULES on fs, like [Flags], and returns the function that
 // builds the validated DLQ configuration.
 func DLQFlags(fs *flag.FlagSet, getenv func(string) string) func() (*DLQ, error) {
-	r := register(fs, getenv, []string{"NATS_URL", "NATS_CREDS", "NATS_STREAM", "NATS_DLQ_STREAM", "INVALIDATOR_RULES"}, nil)
+	r := register(fs, getenv, append([]string{"NATS_URL", "NATS_CREDS", "NATS_STREAM", "NATS_DLQ_STREAM", "INVALIDATOR_RULES"}, natsTLSEnvs...), nil)
 	return func() (*DLQ, error) {
 		d := &DLQ{
 			NATSURL: r.str("NATS_URL"), NATSCreds: r.str("NATS_CREDS"),
@@ -32,6 +33,7 @@ func DLQFlags(fs *flag.FlagSet, getenv func(string) string) func() (*DLQ, error)
 			DeadLetterPrefix: worker.DefaultDeadLetterPrefix, RulesPath: r.str("INVALIDATOR_RULES"),
 		}
 		r.natsURL(d.NATSURL)
+		d.NATSTLS = r.natsTLS()
 		return d, r.err
 	}
 }

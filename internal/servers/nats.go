@@ -24,6 +24,9 @@ type NATSOptions struct {
 	// NoJetStream starts a core NATS server without JetStream, as a user's
 	// mistake would.
 	NoJetStream bool
+	// TLS, when set, makes the server require TLS with a client
+	// certificate the CA signed.
+	TLS *TLSFiles
 }
 
 // StartNATS starts an in-process NATS server with JetStream and waits until it
@@ -48,6 +51,13 @@ func StartNATS(o NATSOptions) (*server.Server, error) {
 		NoSigs:    true,
 		Username:  o.Username,
 		Password:  o.Password,
+	}
+	if o.TLS != nil {
+		cfg, err := o.TLS.serverConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = cfg, true, true, 2
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -3,6 +3,7 @@ package servers
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,9 @@ type RedisOptions struct {
 	Password string
 	// Stdout receives the server's log; nil discards it.
 	Stdout *os.File
+	// TLS, when set, makes the server speak TLS only, on Port, with mutual
+	// authentication: clients must show a certificate the CA signed.
+	TLS *TLSFiles
 	// Args are more command-line options, such as "--enable-debug-command",
 	// "local" or "--maxmemory", "1mb"; they come after the ones above.
 	Args []string
@@ -81,12 +85,17 @@ func StartRedis(ctx context.Context, o RedisOptions) (*Redis, error) {
 // Addr is host:port of the server.
 func (r *Redis) Addr() string { return net.JoinHostPort(r.opts.Host, strconv.Itoa(r.opts.Port)) }
 
-// URL is the redis:// URL of the server, with the password if one is set.
+// URL is the redis:// (rediss:// with TLS) URL of the server, with the
+// password if one is set.
 func (r *Redis) URL() string {
-	if r.opts.Password != "" {
-		return "redis://:" + r.opts.Password + "@" + r.Addr() + "/0"
+	scheme := "redis://"
+	if r.opts.TLS != nil {
+		scheme = "rediss://"
 	}
-	return "redis://" + r.Addr() + "/0"
+	if r.opts.Password != "" {
+		return scheme + ":" + r.opts.Password + "@" + r.Addr() + "/0"
+	}
+	return scheme + r.Addr() + "/0"
 }
 
 // Start (re)starts a stopped server on the same port and directory.
@@ -100,8 +109,12 @@ func (r *Redis) Start(ctx context.Context) error {
 	if r.cmd != nil {
 		return errors.New("servers: redis-server already running")
 	}
+	port := []string{"--port", strconv.Itoa(r.opts.Port)}
+	if t := r.opts.TLS; t != nil {
+		port = []string{"--port", "0", "--tls-port", strconv.Itoa(r.opts.Port), "--tls-cert-file", t.ServerCert,
+			"--tls-key-file", t.ServerKey, "--tls-ca-cert-file", t.CA, "--tls-auth-clients", "yes"}
+	}
 	args := []string{
-		"--port", strconv.Itoa(r.opts.Port),
 		"--bind", r.opts.Host,
 		"--dir", r.opts.Dir,
 		"--save", "",
@@ -109,6 +122,7 @@ func (r *Redis) Start(ctx context.Context) error {
 		"--protected-mode", "no",
 		"--logfile", "",
 	}
+	args = append(port, args...)
 	if r.opts.AppendOnly {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
 	} else {
@@ -155,6 +169,21 @@ func (r *Redis) ping() error {
 	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
 	if err != nil {
 		return err
+	}
+	if r.opts.TLS != nil {
+		cfg, err := r.opts.TLS.ClientConfig()
+		if err != nil {
+			c.Close()
+			return err
+		}
+		cfg.ServerName = r.opts.Host
+		tc := tls.Client(c, cfg)
+		_ = tc.SetDeadline(time.Now().Add(time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			return err
+		}
+		c = tc
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))

@@ -164,3 +164,18 @@ func JetStreamURL(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	}
 	return nc, js
 }
+
+// WithTLS makes the server speak TLS only, with mutual authentication by
+// the files' CA.
+func WithTLS(f *servers.TLSFiles) RedisOption { return func(o *servers.RedisOptions) { o.TLS = f } }
+
+// TLSFiles writes a fresh test PKI (CA, server and client certificates for
+// loopback) into a temp dir.
+func TLSFiles(tb testing.TB) *servers.TLSFiles {
+	tb.Helper()
+	f, err := servers.NewTLSFiles(tb.TempDir())
+	if err != nil {
+		tb.Fatalf("test certificates: %v", err)
+	}
+	return f
+}
