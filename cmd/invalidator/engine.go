@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/invalidator/invalidator/engine"
@@ -13,15 +14,20 @@ type sweepingEngine interface {
 	engine.Engine
 	Sweeps() []sweep.Status
 	Close() error
+	// Preview reports what a job would remove, removing nothing.
+	Preview(ctx context.Context, job engine.Job, fn func(key string)) (engine.Result, error)
 }
 
 // newEngine returns the engine that fully serves rdb's topology: the
-// single-node engine for one server or a Sentinel-managed master.
+// single-node engine for one server or a Sentinel-managed master, the
+// cluster engine for a Redis Cluster.
 func newEngine(rdb redis.UniversalClient, cfg engine.Config) (sweepingEngine, error) {
 	switch c := rdb.(type) {
 	case *redis.Client:
 		return engine.NewRedis(c, cfg)
+	case *redis.ClusterClient:
+		return engine.NewCluster(c, cfg)
 	default:
-		return nil, fmt.Errorf("no engine serves a %T yet: Redis Cluster (REDIS_CLUSTER_ADDRS) is not supported by this build", rdb)
+		return nil, fmt.Errorf("no engine serves a %T", rdb)
 	}
 }

@@ -60,11 +60,11 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	rdb := redis.NewClient(cfg.Redis)
+	rdb := config.NewRedisClient(cfg.Redis, cfg.Topology)
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	eng, err := engine.NewRedis(rdb, engine.Config{ScanCount: cfg.ScanCount, Generations: *gens,
+	eng, err := newEngine(rdb, engine.Config{ScanCount: cfg.ScanCount, Generations: *gens,
 		Sweep: sweep.Config{Budget: cfg.ScanBudget}})
 	if err != nil {
 		return usageError{err}
@@ -77,7 +77,7 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	if w := barOutput(e, *asJSON); w != nil && len(job.Patterns) > 0 {
 		stop = startBar(ctx, w, rdb, eng)
 	}
-	res, err := eng.Invalidate(ctx, job)
+	res, err := engine.Invalidate(ctx, eng, job)
 	if stop != nil {
 		stop()
 	}
@@ -91,7 +91,7 @@ func purgeCmd(ctx context.Context, e env, args []string) error {
 	return nil
 }
 
-func preview(ctx context.Context, e env, eng *engine.Redis, job engine.Job, asJSON bool) error {
+func preview(ctx context.Context, e env, eng sweepingEngine, job engine.Job, asJSON bool) error {
 	seen := map[string]bool{}
 	var listed []string
 	res, err := eng.Preview(ctx, job, func(k string) {
@@ -211,17 +211,14 @@ func barOutput(e env, asJSON bool) io.Writer {
 // status every barInterval, in a goroutine; the function it returns stops
 // that goroutine, waits for it and clears the bar. Without DBSIZE there is
 // no bar.
-func startBar(ctx context.Context, w io.Writer, rdb *redis.Client, eng *engine.Redis) func() {
+func startBar(ctx context.Context, w io.Writer, rdb redis.UniversalClient, eng sweepingEngine) func() {
 	total, err := rdb.DBSize(ctx).Result()
 	if err != nil {
 		return func() {}
 	}
 	b := newBar(w, total, time.Now)
 	status := func() (sweep.Status, bool) {
-		if s := eng.Sweeps(); len(s) > 0 {
-			return s[0], true
-		}
-		return sweep.Status{}, false
+		return mergeSweeps(eng.Sweeps())
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	tick := time.NewTicker(barInterval)
@@ -324,4 +321,31 @@ func thousands(n int64) string {
 		return "-" + string(out)
 	}
 	return string(out)
+}
+
+// mergeSweeps folds the walks of several nodes (a cluster's masters) into
+// one status for the bar: running if any runs, the mean progress of the
+// running walks, the keys examined summed. False when there is no walk.
+func mergeSweeps(all []sweep.Status) (sweep.Status, bool) {
+	if len(all) == 0 {
+		return sweep.Status{}, false
+	}
+	m := all[0]
+	if len(all) == 1 {
+		return m, true
+	}
+	m.Progress, m.Examined, m.Running = 0, 0, false
+	running := 0
+	for _, s := range all {
+		m.Examined += s.Examined
+		if s.Running {
+			m.Running = true
+			m.Progress += s.Progress
+			running++
+		}
+	}
+	if running > 0 {
+		m.Progress /= float64(running)
+	}
+	return m, true
 }
