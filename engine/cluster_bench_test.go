@@ -1,0 +1,94 @@
+package engine_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/redis/go-redis/v9"
+)
+
+// benchKeys is the keyspace of BenchmarkClusterSweep (the 1M takes
+// about a minute to load on this machine; raise it for the full figure).
+const benchKeys = 200_000
+
+// BenchmarkClusterSweep sweeps the same keys (a pattern matching a tenth)
+// on one server (the single-node engine) and on a 3-master cluster (the
+// cluster engine), in the same run, and reports the ratio.
+func BenchmarkClusterSweep(b *testing.B) {
+	ctx := context.Background()
+	single := testserver.RedisClient(b, testserver.Redis(b))
+	one, err := engine.NewRedis(single, engine.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer one.Close()
+	cc := testserver.ClusterClient(b, testserver.RedisCluster(b, 3))
+	three, err := engine.NewCluster(cc, engine.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer three.Close()
+	var took [2]time.Duration
+	for b.Loop() {
+		for i, s := range []struct {
+			c redis.Cmdable
+			e engine.Engine
+		}{{single, one}, {cc, three}} {
+			b.StopTimer()
+			load(b, s.c, benchKeys)
+			b.StartTimer()
+			start := time.Now()
+			if _, err := engine.Invalidate(ctx, s.e, engine.Job{Patterns: []string{"bench:*7"}}); err != nil {
+				b.Fatal(err)
+			}
+			took[i] += time.Since(start)
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(took[0].Seconds()/n, "s/sweep-1-master")
+	b.ReportMetric(took[1].Seconds()/n, "s/sweep-3-masters")
+	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "speedup")
+}
+
+// BenchmarkClusterExact measures exact-key throughput on the cluster:
+// batches of 100 jobs of 10 keys each.
+func BenchmarkClusterExact(b *testing.B) {
+	for _, gens := range []bool{false, true} {
+		b.Run("generations="+strconv.FormatBool(gens), func(b *testing.B) {
+			cc := testserver.ClusterClient(b, testserver.RedisCluster(b, 3))
+			e, err := engine.NewCluster(cc, engine.Config{Generations: gens})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			jobs := make([]engine.Job, 100)
+			for i := range jobs {
+				for k := range 10 {
+					jobs[i].Exact = append(jobs[i].Exact, "x:"+strconv.Itoa(i)+":"+strconv.Itoa(k))
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Apply(context.Background(), jobs, func(int, engine.Result, error) {})
+			}
+			b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "keys/s")
+		})
+	}
+}
+
+func load(b *testing.B, c redis.Cmdable, n int) {
+	b.Helper()
+	for lo := 0; lo < n; lo += 10_000 {
+		pipe := c.Pipeline()
+		for i := lo; i < min(n, lo+10_000); i++ {
+			pipe.Set(context.Background(), "bench:"+strconv.Itoa(i), "v", 0)
+		}
+		if _, err := pipe.Exec(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
