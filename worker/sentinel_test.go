@@ -138,7 +138,10 @@ func (l *logRecorder) find(s string) string {
 // it: it is a *redis.Client). Every event is applied, its keys gone from the
 // new master, and none is dead-lettered: events caught by the crash are
 // held and retried on the new master, not counted as failed deliveries
-// (MaxDeliver is 2, as in TestRedisOutageLosesNothing).
+// (MaxDeliver is 2, as in TestRedisOutageLosesNothing). Events fetched but
+// waiting for a free handler get no progress signal, so the server may
+// deliver a few of them again when the failover outlasts AckWait (2s); the
+// test logs those duplicates.
 func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 	t.Parallel()
 	s := newSentinelHarness(t)
@@ -147,10 +150,10 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 		s.set("user:"+itoa(i), "user:"+itoa(i)+":profile")
 	}
 	s.setReplicated("user:keep")
-	rec := newOutcomes()
+	rec, logs := newOutcomes(), &logRecorder{}
 	cfg := testConfig()
 	cfg.MaxDeliver = 2
-	r := s.start(cfg, worker.Deps{Observer: rec})
+	r := s.start(cfg, worker.Deps{Observer: rec, Logger: slog.New(logs)})
 	master, replica := s.master()
 
 	ctx := context.Background()
@@ -202,15 +205,18 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 				t.Errorf("%s (event %d, seq %d, outcomes %v) is still on the new master", key, i, seq, rec.of(seq))
 			}
 		}
-		if outs := rec.of(seq); slices.Contains(outs, worker.DeadLettered) {
+		switch outs := rec.of(seq); {
+		case slices.Contains(outs, worker.DeadLettered):
 			t.Errorf("event %d (seq %d) outcomes %v: dead-lettered", i, seq, outs)
+		case len(outs) > 1:
+			t.Logf("event %d (seq %d) was delivered %d times: %v", i, seq, len(outs), outs)
 		}
 	}
 	if !nodeHas(t, promoted, "user:keep") {
 		t.Error("user:keep, which no event names, is gone from the new master")
 	}
 	st := r.w.Stats()
-	t.Logf("stats after the failover: %+v", st)
+	t.Logf("stats after the failover: %+v; %s", st, logs.find("failover replay done"))
 	if st.DeadLettered != 0 {
 		t.Errorf("%d events dead-lettered, want 0", st.DeadLettered)
 	}
