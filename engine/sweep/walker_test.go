@@ -337,7 +337,10 @@ func TestSweepClose(t *testing.T) {
 // Over a million keys, no SCAN or UNLINK call of the walk takes 2 ms or
 // more on the server (SLOWLOG). Not parallel, and up to three sweeps: on a
 // busy 2-core machine a server descheduled mid-call can log any command
-// now and then, while a COUNT that is too large shows in every sweep.
+// now and then (seen: single calls of 5-48 ms with COUNT under 200 while
+// other test packages ran), while a COUNT that is too large makes most
+// calls slow in every sweep. So a sweep passes with slow calls for at most
+// one round trip in 200, and one of three sweeps must pass.
 func TestSweepStaysOutOfSlowlog(t *testing.T) {
 	rdb := newRedis(t)
 	ctx := context.Background()
@@ -371,11 +374,11 @@ func TestSweepStaysOutOfSlowlog(t *testing.T) {
 		if left := scanAll(t, rdb, "key:[12]*"); len(left) > 0 {
 			t.Errorf("%d keys survived", len(left))
 		}
-		if len(slow) == 0 {
+		if int64(len(slow)) <= res.ScanCalls/200 {
 			return
 		}
 	}
-	t.Errorf("every sweep logged slow calls, the last: %q", slow)
+	t.Errorf("every sweep logged slow calls for more than 1 round trip in 200, the last: %q", slow)
 }
 
 // With a budget, the walk examines keys no faster than the budget (plus
