@@ -179,7 +179,9 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 	if err := h.redis.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("all applied", 30*time.Second, func() bool { return r.w.Stats().Applied == n })
+	// At least n: on a loaded machine an event held past AckWait may be
+	// redelivered and applied twice, which is harmless; losing one is not.
+	h.eventually("all applied", 30*time.Second, func() bool { return r.w.Stats().Applied >= n && h.dbsize() == 0 })
 
 	if s := r.w.Stats(); s.DeadLettered != 0 {
 		t.Errorf("stats = %+v, want no dead letters", s)
