@@ -54,6 +54,13 @@ func transient(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
+// permissionDenied reports whether Redis refused a command or a key to the
+// worker's ACL user (NOPERM): a misconfiguration to wait out, like an
+// outage, not a reason to dead-letter the event.
+func permissionDenied(err error) bool {
+	return err != nil && redis.IsPermissionError(err)
+}
+
 // fatalSetup reports whether a stream or consumer setup error will not go
 // away by waiting: the server refuses the configuration (subjects that
 // overlap another stream's, say), it has no JetStream at all, or the

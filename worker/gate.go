@@ -12,8 +12,14 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// gate tracks whether Redis answers. While it is down, fetching stops and
-// handlers wait, so an outage burns no delivery attempts.
+// gate tracks whether Redis answers, and whether it lets the worker do its
+// work. While it is down, fetching stops and handlers wait, so an outage
+// burns no delivery attempts. A refused permission (NOPERM: the worker's
+// ACL user lacks a command or a key pattern) is handled like an outage: it
+// is the worker's configuration that is wrong, not the event. The gate
+// then stays closed for a while (1 s, doubling to 30 s) although PING
+// answers, opens to let the held events try again, and closes again if they
+// are refused again.
 type gate struct {
 	rdb      redis.UniversalClient
 	log      *slog.Logger
@@ -23,7 +29,19 @@ type gate struct {
 	mu   sync.Mutex
 	up   chan struct{} // closed while Redis is up
 	down chan struct{} // signalled when a caller saw Redis fail
+	// denied is the permission error of the current episode (nil when
+	// none); deniedUntil when the gate may open for a retry; denials how
+	// many retries were refused in a row.
+	denied      error
+	deniedUntil time.Time
+	denials     int
 }
+
+// Permission pauses.
+const (
+	minDenyWait = time.Second
+	maxDenyWait = 30 * time.Second
+)
 
 func newGate(rdb redis.UniversalClient, log *slog.Logger, obs Observer, interval time.Duration) *gate {
 	up := make(chan struct{})
@@ -52,6 +70,62 @@ func (g *gate) Fail() {
 	}
 }
 
+// Deny reports that Redis refused a permission the worker needs: the gate
+// closes, and stays closed until the next retry is due.
+func (g *gate) Deny(err error) {
+	g.mu.Lock()
+	if g.denied == nil {
+		g.log.Error("❌ Redis refuses a permission the worker needs; pausing consumption until it is granted",
+			slog.String("missing", missingPermission(err)), slog.Any("error", err))
+	}
+	g.denied = err
+	g.deniedUntil = time.Now().Add(min(minDenyWait<<min(g.denials, 5), maxDenyWait))
+	g.denials++
+	select {
+	case <-g.up:
+		g.up = make(chan struct{})
+		g.obs.RedisUp(false)
+	default:
+	}
+	g.mu.Unlock()
+	g.Fail() // wake the health loop, which keeps it closed until deniedUntil
+}
+
+// Granted reports that work went through: a permission episode is over.
+func (g *gate) Granted() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.denied != nil {
+		g.log.Info("✅ Redis grants the worker's permissions again, consumption resumed")
+		g.denied, g.denials = nil, 0
+	}
+}
+
+// Reason says why the gate is closed ("" while it is open).
+func (g *gate) Reason() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.up:
+		return ""
+	default:
+	}
+	if g.denied != nil {
+		return "Redis refuses a permission: " + missingPermission(g.denied)
+	}
+	return "Redis unreachable"
+}
+
+// missingPermission names what a NOPERM answer says is missing, without the
+// rest of the message.
+func missingPermission(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "NOPERM"); i >= 0 {
+		msg = msg[i:]
+	}
+	return msg
+}
+
 func (g *gate) isUp() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -66,6 +140,18 @@ func (g *gate) isUp() bool {
 func (g *gate) setUp(up bool, err error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if up && g.denied != nil && time.Now().Before(g.deniedUntil) {
+		return // a permission pause: PING answers, but the work would not
+	}
+	if up && g.denied != nil {
+		select {
+		case <-g.up:
+		default:
+			close(g.up) // a retry: the held events try again
+			g.obs.RedisUp(true)
+		}
+		return
+	}
 	select {
 	case <-g.up:
 		if up {
@@ -105,7 +191,7 @@ func (g *gate) run(ctx context.Context) {
 		g.setUp(err == nil, err)
 		if err == nil {
 			failures = 0
-			t.Reset(g.interval)
+			t.Reset(g.nextCheck())
 			continue
 		}
 		failures++
@@ -136,4 +222,17 @@ func ping(ctx context.Context, rdb redis.UniversalClient) error {
 		}
 		return nil
 	})
+}
+
+// nextCheck is when the health loop looks again while Redis answers: at
+// the end of a permission pause, or after the interval.
+func (g *gate) nextCheck() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.denied != nil {
+		if d := time.Until(g.deniedUntil); d > 0 {
+			return min(d, g.interval)
+		}
+	}
+	return g.interval
 }

@@ -93,29 +93,48 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 			jobs[i] = engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
 		}
 		var (
-			mu    sync.Mutex
-			again []*delivery
+			mu     sync.Mutex
+			again  []*delivery
+			denied error
+			anyOK  bool
 		)
 		actx, cancel := context.WithTimeout(ctx, w.cfg.EventTimeout)
 		w.engine.Apply(actx, jobs, func(i int, res engine.Result, err error) {
 			d := work[i]
 			d.rep.Result.Add(res)
 			d.rep.Duration += res.Duration
-			// An outage is waited out; our own EventTimeout is not an outage.
-			if transient(err) && actx.Err() == nil && ctx.Err() == nil && try < maxTransientRetries {
+			// An outage, or a permission the worker lacks, is waited out;
+			// our own EventTimeout is not an outage.
+			perm := permissionDenied(err)
+			if (transient(err) || perm) && actx.Err() == nil && ctx.Err() == nil && try < maxTransientRetries {
 				mu.Lock()
 				again = append(again, d)
+				if perm {
+					denied = err
+				}
 				mu.Unlock()
 				return
+			}
+			if err == nil {
+				mu.Lock()
+				anyOK = true
+				mu.Unlock()
 			}
 			d.rep.Err = err
 			w.finish(ctx, d, start)
 		})
 		cancel()
+		if anyOK && denied == nil {
+			w.gate.Granted()
+		}
 		if len(again) == 0 {
 			return
 		}
-		w.gate.Fail()
+		if denied != nil {
+			w.gate.Deny(denied)
+		} else {
+			w.gate.Fail()
+		}
 		if err := w.gate.Wait(ctx); err != nil {
 			for _, d := range again {
 				d.rep.Err = err

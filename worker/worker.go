@@ -122,6 +122,9 @@ type Stats struct {
 	// LastEventAt is when the last event was settled; zero if none yet.
 	LastEventAt time.Time
 	RedisUp     bool
+	// Paused says why consumption is paused ("" while it runs): Redis
+	// unreachable, or a permission it refuses.
+	Paused string
 }
 
 // Stats returns a snapshot of the running totals.
@@ -136,6 +139,7 @@ func (w *Worker) Stats() Stats {
 		Unrouted:     w.stats.unrouted.Load(),
 		KeysRemoved:  w.stats.keysRemoved.Load(),
 		RedisUp:      w.gate.isUp(),
+		Paused:       w.gate.Reason(),
 	}
 	if n := w.stats.lastEvent.Load(); n != 0 {
 		s.LastEventAt = time.Unix(0, n)

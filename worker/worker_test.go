@@ -1,7 +1,9 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -123,34 +125,91 @@ func TestBadEventsAreDeadLetteredAndRemoveNothing(t *testing.T) {
 	h.eventually("bad events terminated", 5*time.Second, func() bool { return h.consumerIdle(r.w) })
 }
 
-// A Redis that refuses UNLINK (a real NOPERM error) makes every delivery
-// fail: the event is retried MaxDeliver times, then dead-lettered.
-func TestFailingEventIsRetriedThenDeadLettered(t *testing.T) {
+// A permission revoked while events flow (a real NOPERM from an ACL
+// change) pauses consumption like an outage: one ❌ line names what is
+// missing, Stats.Paused says why, nothing is dead-lettered; once the
+// permission is granted back, every event is applied.
+func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	if err := h.rdb.Do(ctx, "ACL", "SETUSER", "nounlink", "on", ">pw", "~*", "+@all", "-unlink").Err(); err != nil {
-		t.Fatal(err)
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := h.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "invalidator"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	limited := testserver.RedisClientAs(t, h.redis, "nounlink", "pw")
-	h.set("user:7")
+	acl("on", ">pw", "~*", "+@all")
+	user := testserver.RedisClientAs(t, h.redis, "invalidator", "pw")
+	var logs syncLog
+	const n = 30
+	for i := range n {
+		h.set("user:" + itoa(i))
+	}
+	h.set("user:1000")
 	cfg := testConfig()
-	cfg.MaxDeliver = 3
-	r := h.start(cfg, worker.Deps{Redis: limited})
-	h.publish("events.user.updated", map[string]any{"user_id": 7})
-	h.eventually("dead-lettered", 20*time.Second, func() bool { return r.w.Stats().DeadLettered == 1 })
+	cfg.MaxDeliver = 2 // a pause must not burn deliveries
+	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{}), Logger: logs.logger()})
+	for i := range n / 3 {
+		h.publish("events.user.updated", map[string]any{"user_id": i})
+	}
+	h.eventually("first third applied", 10*time.Second, func() bool { return r.w.Stats().Applied == n/3 })
 
-	if s := r.w.Stats(); s.Retried != 2 || s.Applied != 0 {
-		t.Errorf("stats = %+v, want 2 retries then the dead letter", s)
+	acl("-unlink")
+	for i := n / 3; i < n; i++ {
+		h.publish("events.user.updated", map[string]any{"user_id": i})
 	}
-	dl := h.deadLetters()
-	if len(dl) != 1 || dl[0].Header.Get(worker.HeaderDeliveries) != "3" ||
-		!strings.Contains(dl[0].Header.Get(worker.HeaderError), "NOPERM") {
-		t.Fatalf("dead letters = %v, want one after 3 deliveries with the NOPERM reason", headers(dl))
+	h.eventually("paused with the reason", 10*time.Second, func() bool {
+		return strings.Contains(r.w.Stats().Paused, "NOPERM") && strings.Contains(r.w.Stats().Paused, "unlink")
+	})
+	time.Sleep(3 * time.Second) // several retries come and go while refused
+	if s := r.w.Stats(); s.DeadLettered != 0 || s.Applied != n/3 {
+		t.Fatalf("while refused: %+v, want nothing dead-lettered and nothing more applied", s)
 	}
-	if !h.exists("user:7") {
-		t.Error("user:7 is gone although UNLINK was refused")
+	if !h.exists("user:" + itoa(n-1)) {
+		t.Fatal("a key went while UNLINK was refused")
+	}
+	acl("+unlink")
+	h.eventually("all applied once granted", 60*time.Second, func() bool { return r.w.Stats().Applied >= n && r.w.Stats().Paused == "" })
+	for i := range n {
+		if h.exists("user:" + itoa(i)) {
+			t.Fatalf("user:%d survived", i)
+		}
+	}
+	if !h.exists("user:1000") {
+		t.Error("user:1000, named by no event, is gone")
+	}
+	if dl := h.deadLetters(); len(dl) != 0 {
+		t.Errorf("dead letters = %v, want none", headers(dl))
+	}
+	if got := logs.count("Redis refuses a permission"); got != 1 {
+		t.Errorf("%d ❌ permission lines, want 1:\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), `"missing":"NOPERM`) || logs.count("grants the worker's permissions again") != 1 {
+		t.Errorf("log does not name the missing permission or the recovery:\n%s", logs.String())
 	}
 }
+
+// syncLog collects a JSON log safely from many goroutines.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *syncLog) count(s string) int { return strings.Count(l.String(), s) }
+
+func (l *syncLog) logger() *slog.Logger { return slog.New(slog.NewJSONHandler(l, nil)) }
 
 // Redis stopped and restarted (AOF) mid-stream: every event published
 // meanwhile is applied, none is dead-lettered.

@@ -44,6 +44,22 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, map[string]any{"status": st, "checks": checks})
 }
 
+// ready is health plus the worker's own state: it answers 503 with the
+// reason while consumption is paused (Redis unreachable, or a permission
+// Redis refuses), so a load balancer or an operator sees why.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	checks, ok := s.checks(r.Context())
+	if s.d.Worker != nil {
+		if why := s.d.Worker.Stats().Paused; why != "" {
+			checks["worker"], ok = "paused: "+why, false
+		} else {
+			checks["worker"] = "ok"
+		}
+	}
+	st, code := status(ok)
+	writeJSON(w, code, map[string]any{"status": st, "checks": checks})
+}
+
 func (s *Server) live(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "alive"})
 }

@@ -47,6 +47,9 @@ type options struct {
 	token         string
 	redisPassword string
 	scanBudget    int // keys/s of the shared sweep; 0 unlimited
+	// aclUser runs the worker as the ACL user "invalidator" (all
+	// permissions at first), so a test can revoke one.
+	aclUser bool
 }
 
 func newSystem(t *testing.T, o options) *system {
@@ -59,6 +62,13 @@ func newSystem(t *testing.T, o options) *system {
 	ns := testserver.NATS(t)
 	nc, js := testserver.JetStream(t, ns)
 	rdb := testserver.RedisClient(t, r)
+	wrdb := rdb // the worker's client
+	if o.aclUser {
+		if err := rdb.Do(context.Background(), "ACL", "SETUSER", "invalidator", "on", ">pw", "~*", "+@all").Err(); err != nil {
+			t.Fatal(err)
+		}
+		wrdb = testserver.RedisClientAs(t, r, "invalidator", "pw")
+	}
 	rules, err := cachekeys.Load("../../testdata/rules.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -77,12 +87,12 @@ func newSystem(t *testing.T, o options) *system {
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
 		DeadLetters:   letters.Count,
 	})
-	eng, err := engine.NewRedis(rdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget, Observer: m}})
+	eng, err := engine.NewRedis(wrdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget, Observer: m}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = eng.Close() })
-	w, err = worker.New(testConfig(), worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Observer: m})
+	w, err = worker.New(testConfig(), worker.Deps{JetStream: js, Redis: wrdb, Rules: rules, Engine: eng, Observer: m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -618,3 +618,39 @@ func TestDeadLettersEndpointAndGauge(t *testing.T) {
 		t.Errorf("POST: %d", r.code)
 	}
 }
+
+// TestReadyShowsARefusedPermission revokes UNLINK from the worker's ACL
+// user: /health/ready answers 503 naming the refused permission, while
+// /health (Redis and NATS answer) stays 200; granted back, ready is 200
+// and the event is applied.
+func TestReadyShowsARefusedPermission(t *testing.T) {
+	s := newSystem(t, options{aclUser: true})
+	ctx := context.Background()
+	s.set("user:5")
+	if err := s.rdb.Do(ctx, "ACL", "SETUSER", "invalidator", "-unlink").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.publish("events.user.updated", map[string]any{"user_id": "5"})
+	var body map[string]any
+	s.eventually("ready reports the pause", 10*time.Second, func() bool {
+		r := s.do(http.MethodGet, "/health/ready", "", nil)
+		body = r.json(t)
+		return r.code == http.StatusServiceUnavailable
+	})
+	checks, _ := body["checks"].(map[string]any)
+	if why, _ := checks["worker"].(string); !strings.Contains(why, "NOPERM") || !strings.Contains(why, "unlink") {
+		t.Errorf("ready = %v, want the refused permission named", body)
+	}
+	if r := s.do(http.MethodGet, "/health", "", nil); r.code != http.StatusOK {
+		t.Errorf("/health = %d during a permission pause, want 200 (Redis answers)", r.code)
+	}
+	if err := s.rdb.Do(ctx, "ACL", "SETUSER", "invalidator", "+unlink").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.eventually("applied and ready again", 60*time.Second, func() bool {
+		return s.w.Stats().Applied == 1 && s.do(http.MethodGet, "/health/ready", "", nil).code == http.StatusOK
+	})
+	if n := s.rdb.Exists(ctx, "user:5").Val(); n != 0 {
+		t.Error("user:5 survived")
+	}
+}

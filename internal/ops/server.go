@@ -84,7 +84,7 @@ func New(addr string, d Deps) *Server {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/health", only(http.MethodGet, s.health))
-	mux.Handle("/health/ready", only(http.MethodGet, s.health))
+	mux.Handle("/health/ready", only(http.MethodGet, s.ready))
 	mux.Handle("/health/live", only(http.MethodGet, s.live))
 	mux.Handle("/metrics", only(http.MethodGet, s.metrics().ServeHTTP))
 	mux.Handle("/api/v3/system/health/detailed", s.guard(only(http.MethodGet, s.detailed)))
