@@ -11,7 +11,7 @@ execs="${FUZZ_EXECS:-1000000}"
 status=0
 while IFS=: read -r file _ line; do
 	name="$(sed -E 's/^func (Fuzz[A-Za-z0-9_]+).*/\1/' <<<"$line")"
-	pkg="./$(dirname "$file")"
+	pkg="$(dirname "$file")"
 	log="$(mktemp)"
 	start=$(date +%s)
 	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "${execs}x" "$pkg" >"$log" 2>&1; then
