@@ -8,5 +8,5 @@
 //	go test ./chaos/                      # the short version, as in CI
 //	go test ./chaos/ -chaos.long -timeout 60m   # the full one (or CHAOS_LONG=1)
 //
-// Each run writes its table to docs/chaos/results.md.
+// A long run writes its table to docs/chaos/results.md; a short one logs it.
 package chaos

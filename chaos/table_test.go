@@ -94,10 +94,13 @@ func record(r row) {
 	rows = append(rows, r)
 }
 
-// resultsFile is where the table goes, relative to this package.
+// resultsFile is where the table of a long run goes, relative to this
+// package; a short run (CI) only logs its table, so it never rewrites the
+// committed figures.
 const resultsFile = "../docs/chaos/results.md"
 
-// writeResults writes the rows recorded so far as a Markdown table.
+// writeResults writes the rows recorded so far as a Markdown table (long
+// runs; short ones log it).
 func writeResults(t *testing.T, took time.Duration) {
 	t.Helper()
 	rowsMu.Lock()
@@ -116,6 +119,10 @@ func writeResults(t *testing.T, took time.Duration) {
 	b.WriteString(tableHeader + "\n")
 	for _, r := range rows {
 		b.WriteString(r.markdown() + "\n")
+	}
+	if !long() {
+		t.Logf("short run, results not written (the long run writes docs/chaos/results.md):\n%s", b.String())
+		return
 	}
 	if err := os.MkdirAll(filepath.Dir(resultsFile), 0o755); err != nil {
 		t.Errorf("write results: %v", err)
