@@ -1,0 +1,292 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors of the package.
+var (
+	// ErrInvalidTTL is returned for a TTL ≤ 0 or longer than the
+	// generation TTL (24 h): a value must not outlive the generations it
+	// is stamped with (it would then read as a miss anyway).
+	ErrInvalidTTL = errors.New("cache: TTL must be > 0 and at most 24h")
+	// ErrInvalidKey is wrapped for a pattern or key that the template
+	// checks (as for `invalidator purge`) or the rules' explicit.allow
+	// refuse.
+	ErrInvalidKey = errors.New("cache: invalid key or pattern")
+	// ErrUnsupportedTopology is returned by every operation of a Cache on
+	// a client other than *redis.Client (a standalone server or a Sentinel
+	// failover client): a Redis Cluster has no scope generations for the
+	// read check yet (see the README).
+	ErrUnsupportedTopology = errors.New("cache: only a single Redis server (or a Sentinel master) is supported")
+)
+
+// Cache reads and fills JSON values in Redis through the invalidator's
+// read/fill protocol, so that the worker's invalidations, exact or by
+// pattern, take effect for its readers as soon as the worker has handled
+// them. It is safe for concurrent use. See the package documentation.
+type Cache struct {
+	rdb     *redis.Client // nil on an unsupported topology
+	eng     *engine.Redis
+	rules   *cachekeys.Rules
+	log     *slog.Logger
+	prefix  string
+	metrics *metrics
+	group   singleflight.Group
+	down    atomic.Bool // a Redis outage is being reported
+}
+
+// Option configures a Cache.
+type Option func(*options)
+
+type options struct {
+	rules  *cachekeys.Rules
+	log    *slog.Logger
+	prefix string
+	reg    prometheus.Registerer
+}
+
+// WithRules makes Delete and Clear refuse keys and patterns that the
+// rules' explicit.allow list does not cover, as the worker refuses them in
+// an events.cache.invalidate event. Defaults to no such check (the
+// template checks still apply).
+func WithRules(r *cachekeys.Rules) Option { return func(o *options) { o.rules = r } }
+
+// WithLogger sets the logger. Defaults to slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithPrefix prepends prefix to every key and pattern the Cache touches.
+// Defaults to "" (keys are used as given).
+func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+
+// WithRegisterer registers the Cache's metrics (hits, misses, fills, stale
+// fills refused) with reg. Defaults to none.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
+
+// New returns a Cache on rdb: a *redis.Client (a standalone server, or the
+// master through a Sentinel failover client). On any other client, such as
+// a *redis.ClusterClient, New logs one ❌ line and every operation returns
+// ErrUnsupportedTopology (Fetch too: it does not silently stop caching).
+// Call Close when done.
+func New(rdb redis.UniversalClient, opts ...Option) *Cache {
+	o := options{log: slog.Default()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
+	}
+	c := &Cache{rules: o.rules, log: o.log, prefix: o.prefix, metrics: newMetrics(o.reg, o.log)}
+	client, ok := rdb.(*redis.Client)
+	if !ok {
+		c.log.Error("❌ cache: unsupported Redis client, every operation will fail", slog.String("client", fmt.Sprintf("%T", rdb)))
+		return c
+	}
+	eng, err := engine.NewRedis(client, engine.Config{Generations: true})
+	if err != nil { // the zero config is valid: not reached
+		panic(err)
+	}
+	c.rdb, c.eng = client, eng
+	return c
+}
+
+// Close stops the engine's sweep, if one runs; a Clear in progress fails.
+// It does not close the Redis client. Safe to call more than once.
+func (c *Cache) Close() error {
+	if c.eng == nil {
+		return nil
+	}
+	return c.eng.Close()
+}
+
+func (c *Cache) client() (*redis.Client, error) {
+	if c.rdb == nil {
+		return nil, ErrUnsupportedTopology
+	}
+	return c.rdb, nil
+}
+
+// Get reads key and decodes its JSON value into dst. found is false when
+// the key is missing or its value is older than an invalidation that
+// covers it (an exact key or a pattern handled by the worker since the
+// value was written): one round trip either way.
+func (c *Cache) Get(ctx context.Context, key string, dst any) (found bool, err error) {
+	rdb, err := c.client()
+	if err != nil {
+		return false, err
+	}
+	key = c.prefix + key
+	b, ok, err := read(ctx, rdb, key)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		c.miss(ctx, key)
+		return false, nil
+	}
+	if err := json.Unmarshal(b, dst); err != nil {
+		return false, fmt.Errorf("cache: decode %s: %w", key, err)
+	}
+	c.hit(ctx, key)
+	return true, nil
+}
+
+func (c *Cache) hit(ctx context.Context, key string) {
+	c.metrics.hits.Inc()
+	c.log.DebugContext(ctx, "🔍 cache hit", slog.String("key", key))
+}
+
+func (c *Cache) miss(ctx context.Context, key string) {
+	c.metrics.misses.Inc()
+	c.log.InfoContext(ctx, "❌ cache miss", slog.String("key", key))
+}
+
+// Set stores value as JSON under key for ttl, stamped with the key's
+// current generations (claimed where missing), in one round trip. It is an
+// unconditional write: to store what a load returned, without ever storing
+// it after a newer invalidation, use Fetch.
+func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	rdb, err := c.client()
+	if err != nil {
+		return err
+	}
+	if err := checkTTL(ttl); err != nil {
+		return err
+	}
+	b, err := json.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("cache: encode %s: %w", key, err)
+	}
+	key = c.prefix + key
+	if err := set(ctx, rdb, key, b, ttl); err != nil {
+		return err
+	}
+	c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
+	return nil
+}
+
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > engine.DefaultGenerationTTL {
+		return fmt.Errorf("%w, got %s", ErrInvalidTTL, ttl)
+	}
+	return nil
+}
+
+// Delete removes keys the way the worker removes an exact key: each key's
+// own generation first, then the key, in one round trip, so that a Fetch
+// in flight for one of them does not store its value afterwards. It
+// returns how many keys existed.
+func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
+	if _, err := c.client(); err != nil {
+		return 0, err
+	}
+	job := engine.Job{}
+	for _, k := range keys {
+		job.Exact = append(job.Exact, c.prefix+k)
+	}
+	if err := c.allowed(job); err != nil {
+		return 0, err
+	}
+	return c.invalidate(ctx, job)
+}
+
+// Exists counts the keys that Get would find (a key named twice counts
+// twice, as with EXISTS), in one round trip.
+func (c *Cache) Exists(ctx context.Context, keys ...string) (int64, error) {
+	rdb, err := c.client()
+	if err != nil {
+		return 0, err
+	}
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = readScript.EvalSha(ctx, pipe, scriptKeys(c.prefix+k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return 0, fmt.Errorf("cache: exists: %w", err)
+		}
+		if err := readScript.Load(ctx, rdb).Err(); err != nil {
+			return 0, fmt.Errorf("cache: exists: %w", err)
+		}
+		return c.Exists(ctx, keys...)
+	}
+	var n int64
+	for _, cmd := range cmds {
+		if cmd.Err() == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Clear removes every key matching pattern (a glob, checked like a rule
+// template: a literal prefix and ':' before any glob character, so "*" is
+// refused) through the worker's engine with generations on: the pattern's
+// scope generation gets a fresh token first, so Get misses on every
+// matching key at once, then one SCAN pass removes them. A pattern without
+// glob characters is one exact key. It returns the count removed.
+func (c *Cache) Clear(ctx context.Context, pattern string) (int64, error) {
+	if _, err := c.client(); err != nil {
+		return 0, err
+	}
+	pattern = c.prefix + pattern
+	t, err := cachekeys.ParseTemplate(pattern)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %q: %w", ErrInvalidKey, pattern, err)
+	}
+	if len(t.Fields()) > 0 {
+		return 0, fmt.Errorf("%w: %q: placeholders like {%s} have no value here", ErrInvalidKey, pattern, t.Fields()[0])
+	}
+	job := engine.Job{Exact: []string{pattern}}
+	if t.IsPattern() {
+		job = engine.Job{Patterns: []string{pattern}}
+	}
+	if err := c.allowed(job); err != nil {
+		return 0, err
+	}
+	return c.invalidate(ctx, job)
+}
+
+// allowed checks job against the rules' explicit.allow, as the worker
+// checks an events.cache.invalidate event.
+func (c *Cache) allowed(job engine.Job) error {
+	if c.rules == nil {
+		return nil
+	}
+	data := map[string]any{"keys": anys(job.Exact), "patterns": anys(job.Patterns)}
+	if _, err := c.rules.Plan(cachekeys.InvalidateSubject, data); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	return nil
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func (c *Cache) invalidate(ctx context.Context, job engine.Job) (int64, error) {
+	res, err := engine.Invalidate(ctx, c.eng, job)
+	if err != nil {
+		return res.Removed, fmt.Errorf("cache: invalidate: %w", err)
+	}
+	c.log.InfoContext(ctx, "🗑️ cache deleted", slog.Any("keys", job.Exact), slog.Any("patterns", job.Patterns),
+		slog.Int64("removed", res.Removed))
+	return res.Removed, nil
+}

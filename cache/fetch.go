@@ -1,0 +1,117 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Fetch returns the value cached under key, or calls load, stores what it
+// returns for ttl and returns it: the original app's @cached decorator.
+//
+//   - Concurrent callers for one key (in this process) share one load
+//     (singleflight); it runs with the first caller's ctx.
+//   - The fill goes through the generation guard: the key's generations are
+//     claimed before load and the write checks them after, so a load that
+//     started before an invalidation of key (exact, or a pattern over it)
+//     never stores its older value; the value is returned all the same, and
+//     the refusal is counted (stale fills refused).
+//   - When Redis fails (a read, claim or fill error), Fetch falls back to
+//     load and returns its result, with one ⚠️ line per outage (and one ✅
+//     line when Redis answers again). Errors of load are returned as they
+//     are; nothing is cached then.
+//
+// A Cache on an unsupported topology returns ErrUnsupportedTopology.
+func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	var zero T
+	rdb, err := c.client()
+	if err != nil {
+		return zero, err
+	}
+	if err := checkTTL(ttl); err != nil {
+		return zero, err
+	}
+	full := c.prefix + key
+	b, ok, err := read(ctx, rdb, full)
+	if err != nil {
+		return fallback(ctx, c, err, load)
+	}
+	c.up(ctx)
+	if ok {
+		var v T
+		if err := json.Unmarshal(b, &v); err == nil {
+			c.hit(ctx, full)
+			return v, nil
+		}
+		// An undecodable value (another type under this key) is refilled.
+	}
+	c.miss(ctx, full)
+	v, err, _ := c.group.Do(full, func() (any, error) {
+		return fetchFill(ctx, c, full, ttl, load)
+	})
+	if err != nil {
+		return zero, err
+	}
+	return v.(T), nil
+}
+
+// fetchFill claims, loads and fills; a Redis error on the claim or the fill
+// falls back to (or keeps) the loaded value.
+func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	tokens, err := claim(ctx, c.rdb, key)
+	if err != nil {
+		return fallback(ctx, c, err, load)
+	}
+	v, err := load(ctx)
+	if err != nil {
+		return v, err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v, fmt.Errorf("cache: encode %s: %w", key, err)
+	}
+	stored, err := fill(ctx, c.rdb, key, b, ttl, tokens)
+	switch {
+	case err != nil:
+		c.outage(ctx, err)
+	case stored:
+		c.metrics.fills.Inc()
+		c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
+	default:
+		c.metrics.refused.Inc()
+		c.log.InfoContext(ctx, "cache fill refused: invalidated while loading", slog.String("key", key))
+	}
+	return v, nil
+}
+
+// fallback reports err as an outage and calls load. A done ctx is not an
+// outage: its error is returned.
+func fallback[T any](ctx context.Context, c *Cache, err error, load func(context.Context) (T, error)) (T, error) {
+	if ctx.Err() != nil {
+		var zero T
+		return zero, err
+	}
+	c.outage(ctx, err)
+	return load(ctx)
+}
+
+// outage logs one ⚠️ line per outage: the first error after Redis last
+// answered.
+func (c *Cache) outage(ctx context.Context, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	if c.down.CompareAndSwap(false, true) {
+		c.log.WarnContext(ctx, "⚠️ cache: Redis failed, loading without the cache until it answers", slog.Any("err", err))
+	}
+}
+
+// up logs one ✅ line when Redis answers after an outage.
+func (c *Cache) up(ctx context.Context) {
+	if c.down.Load() && c.down.CompareAndSwap(true, false) {
+		c.log.InfoContext(ctx, "✅ cache: Redis answers again")
+	}
+}
