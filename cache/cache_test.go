@@ -1,0 +1,124 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/redis/go-redis/v9"
+)
+
+type analytics struct {
+	Course   string  `json:"course"`
+	Students int     `json:"students"`
+	Score    float64 `json:"score"`
+}
+
+func TestGetSetDeleteExists(t *testing.T) {
+	t.Parallel()
+	rdb, c, logs := newTestCache(t)
+	ctx := t.Context()
+	want := analytics{Course: "42", Students: 31, Score: 0.8}
+	if err := c.Set(ctx, "cache:course_analytics:42", want, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var got analytics
+	if found, err := c.Get(ctx, "cache:course_analytics:42", &got); err != nil || !found || got != want {
+		t.Fatalf("Get = %v, %v, %+v; want true, nil, %+v", found, err, got, want)
+	}
+	if found, err := c.Get(ctx, "cache:course_analytics:43", &got); err != nil || found {
+		t.Fatalf("Get of a missing key = %v, %v", found, err)
+	}
+	if n, err := c.Exists(ctx, "cache:course_analytics:42", "cache:course_analytics:43", "cache:course_analytics:42"); err != nil || n != 2 {
+		t.Fatalf("Exists = %d, %v; want 2", n, err)
+	}
+	if ttl := rdb.PTTL(ctx, "cache:course_analytics:42").Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("PTTL = %s, want within a minute", ttl)
+	}
+	if n, err := c.Delete(ctx, "cache:course_analytics:42", "cache:course_analytics:43"); err != nil || n != 1 {
+		t.Fatalf("Delete = %d, %v; want 1", n, err)
+	}
+	if n, _ := c.Exists(ctx, "cache:course_analytics:42"); n != 0 {
+		t.Fatalf("Exists after Delete = %d", n)
+	}
+	for _, s := range []string{"🔍 cache hit", "❌ cache miss", "💾 cache stored", "🗑️ cache deleted"} {
+		if logs.count(s) == 0 {
+			t.Errorf("no %q line in the log", s)
+		}
+	}
+	if err := c.Set(ctx, "k:x", 1, 0); !errors.Is(err, ErrInvalidTTL) {
+		t.Errorf("Set with TTL 0 = %v, want ErrInvalidTTL", err)
+	}
+}
+
+// A value whose stamp does not match reads as a miss: a raw value written
+// outside the protocol, and one whose scope generation moved.
+func TestGetStamp(t *testing.T) {
+	t.Parallel()
+	rdb, c, _ := newTestCache(t)
+	ctx := t.Context()
+	rdb.Set(ctx, "cache:raw:1", `{"course":"1"}`, time.Minute)
+	var v analytics
+	if found, _ := c.Get(ctx, "cache:raw:1", &v); found {
+		t.Error("a value without a stamp was found")
+	}
+	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
+	rdb.Set(ctx, engine.GenerationKey("cache:course_analytics:"), "another", time.Hour)
+	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
+		t.Error("a value older than its scope's generation was found")
+	}
+	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
+	rdb.Unlink(ctx, engine.GenerationKey("cache:course_analytics:7:a"))
+	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
+		t.Error("a value whose own generation was removed was found")
+	}
+}
+
+func TestClear(t *testing.T) {
+	t.Parallel()
+	rules, err := cachekeys.Load("../testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, c, _ := newTestCache(t, WithRules(rules), WithPrefix("cache:"))
+	ctx := t.Context()
+	for _, k := range []string{"course_analytics:42:a", "course_analytics:42:b", "course_analytics:420:a"} {
+		if err := c.Set(ctx, k, 1, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := c.Clear(ctx, "course_analytics:42:*"); err != nil || n != 2 {
+		t.Fatalf("Clear = %d, %v; want 2", n, err)
+	}
+	if n, _ := c.Exists(ctx, "course_analytics:42:a", "course_analytics:420:a"); n != 1 {
+		t.Fatalf("Exists after Clear = %d, want 1 (course 420 stays)", n)
+	}
+	for _, p := range []string{"course{id}:*", "x y:*", "[a:*"} {
+		if _, err := c.Clear(ctx, p); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Clear(%q) = %v, want ErrInvalidKey", p, err)
+		}
+	}
+	_, d, _ := newTestCache(t, WithRules(rules))
+	for _, p := range []string{"session:*", "*"} {
+		if _, err := d.Clear(ctx, p); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Clear(%q) without a prefix = %v, want ErrInvalidKey", p, err)
+		}
+	}
+}
+
+func TestUnsupportedTopology(t *testing.T) {
+	t.Parallel()
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	c := New(cc, WithLogger(slog.New(slog.DiscardHandler)))
+	if _, err := c.Get(t.Context(), "k:1", new(int)); !errors.Is(err, ErrUnsupportedTopology) {
+		t.Errorf("Get = %v", err)
+	}
+	if _, err := Fetch(t.Context(), c, "k:1", time.Second, func(context.Context) (int, error) { return 1, nil }); !errors.Is(err, ErrUnsupportedTopology) {
+		t.Errorf("Fetch = %v", err)
+	}
+}

@@ -1,0 +1,225 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/redis/go-redis/v9"
+)
+
+// visibility is what one pattern invalidation run measured.
+type visibility struct {
+	keyspace   int
+	firstMiss  time.Duration // from the start of Apply to the first read that missed
+	allMissed  time.Duration // to the end of a read of every matching key that all missed
+	scanPass   time.Duration // one SCAN MATCH pass over the keyspace, COUNT 1000
+	stillThere int64         // matching keys not yet swept when all had missed
+	otherHits  int           // course 420's keys that still hit
+}
+
+const (
+	matches    = 10_000
+	otherKeys  = 100
+	valueJSON  = `{"course":"42","students":31,"score":0.8}`
+	visibleTTL = 10 * time.Minute
+)
+
+// populate writes keyspace keys: matches under cache:course_analytics:42:
+// and otherKeys under cache:course_analytics:420: through the protocol
+// (set.lua, pipelined), the rest raw.
+func populate(tb testing.TB, rdb *redis.Client, keyspace int) {
+	tb.Helper()
+	ctx := context.Background()
+	if err := setScript.Load(ctx, rdb).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	flush := func() {
+		if _, err := pipe.Exec(ctx); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for i := range matches + otherKeys {
+		key := "cache:course_analytics:42:" + strconv.Itoa(i)
+		if i >= matches {
+			key = "cache:course_analytics:420:" + strconv.Itoa(i)
+		}
+		setScript.EvalSha(ctx, pipe, scriptKeys(key), valueJSON, ms(visibleTTL), engine.NewGenerationToken(), generationTTL)
+		if pipe.Len() == 1000 {
+			flush()
+		}
+	}
+	flush()
+	args := make([]any, 0, 2000)
+	for i := range keyspace - matches - otherKeys {
+		args = append(args, "fill:"+strconv.Itoa(i), "x")
+		if len(args) == 2000 {
+			pipe.MSet(ctx, args...)
+			args = args[:0]
+		}
+		if pipe.Len() == 50 {
+			flush()
+		}
+	}
+	if len(args) > 0 {
+		pipe.MSet(ctx, args...)
+	}
+	flush()
+}
+
+// readAll reads keys through read.lua in pipelines of 1000 and returns how
+// many hit.
+func readAll(tb testing.TB, rdb *redis.Client, keys []string) int {
+	tb.Helper()
+	ctx := context.Background()
+	hits := 0
+	for lo := 0; lo < len(keys); lo += 1000 {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, 0, 1000)
+		for _, k := range keys[lo:min(lo+1000, len(keys))] {
+			cmds = append(cmds, readScript.EvalSha(ctx, pipe, scriptKeys(k)))
+		}
+		_, _ = pipe.Exec(ctx)
+		for _, c := range cmds {
+			switch _, err := c.Text(); {
+			case err == nil:
+				hits++
+			case err != redis.Nil:
+				tb.Fatal(err)
+			}
+		}
+	}
+	return hits
+}
+
+func keys(prefix string, from, to int) []string {
+	out := make([]string, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, prefix+strconv.Itoa(i))
+	}
+	return out
+}
+
+// scanPass times one SCAN MATCH pass over the whole keyspace.
+func scanPass(tb testing.TB, rdb *redis.Client) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	iter := rdb.Scan(context.Background(), 0, "cache:course_analytics:42:*", 1000).Iterator()
+	n := 0
+	for iter.Next(context.Background()) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	if n != matches {
+		tb.Fatalf("the SCAN pass found %d keys, want %d", n, matches)
+	}
+	return time.Since(start)
+}
+
+// measureVisibility populates a keyspace, then applies the plan of
+// events.course.updated {"course_id":"42"} through the engine as the worker
+// would (generations on, the sweep paced at budget keys/s so that it is
+// still running), and measures how soon reads through the protocol miss
+// on every key under cache:course_analytics:42:.
+func measureVisibility(tb testing.TB, rdb *redis.Client, keyspace, budget int) visibility {
+	tb.Helper()
+	populate(tb, rdb, keyspace)
+	if err := readScript.Load(context.Background(), rdb).Err(); err != nil {
+		tb.Fatal(err)
+	}
+	matching, others := keys("cache:course_analytics:42:", 0, matches), keys("cache:course_analytics:420:", matches, matches+otherKeys)
+	if h := readAll(tb, rdb, matching); h != matches {
+		tb.Fatalf("%d of %d keys hit before the invalidation", h, matches)
+	}
+	m := visibility{keyspace: keyspace, scanPass: scanPass(tb, rdb)}
+	rules, err := cachekeys.Load("../testdata/rules.yaml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	plan, err := rules.Plan("events.course.updated", map[string]any{"course_id": "42"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eng := newEngine(tb, rdb, engine.Config{Sweep: sweep.Config{Budget: budget}})
+	ctx, cancel := context.WithCancel(context.Background())
+	applied := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(applied)
+		eng.Apply(ctx, []engine.Job{{Exact: plan.Exact, Patterns: plan.Patterns}}, func(int, engine.Result, error) {})
+	}()
+	defer func() { cancel(); <-applied }()
+	probe := matching[len(matching)-1:]
+	for readAll(tb, rdb, probe) != 0 {
+		if time.Since(start) > 10*time.Second {
+			tb.Fatal("no read missed within 10s")
+		}
+	}
+	m.firstMiss = time.Since(start)
+	if h := readAll(tb, rdb, matching); h != 0 {
+		tb.Fatalf("%d keys still hit after the first miss", h)
+	}
+	m.allMissed = time.Since(start)
+	exists := rdb.Exists(context.Background(), matching...).Val()
+	m.stillThere = exists
+	m.otherHits = readAll(tb, rdb, others)
+	return m
+}
+
+func (m visibility) String() string {
+	return fmt.Sprintf("keyspace %d: first miss after %s, all %d missed after %s, one SCAN pass %s (ratios %.4f, %.4f); %d keys not yet swept; %d/%d of course 420 hit",
+		m.keyspace, m.firstMiss, matches, m.allMissed, m.scanPass,
+		float64(m.firstMiss)/float64(m.scanPass), float64(m.allMissed)/float64(m.scanPass), m.stillThere, m.otherHits, otherKeys)
+}
+
+// TestPatternInvalidationVisibleAtOnce: after the worker's engine handled
+// events.course.updated {"course_id":"42"}, every key under
+// cache:course_analytics:42: misses through the protocol while the sweep
+// has not removed it yet, and course 420's keys still hit.
+// CACHE_KEYSPACE sets the keyspace (default 200000).
+func TestPatternInvalidationVisibleAtOnce(t *testing.T) {
+	keyspace := 200_000
+	if s := os.Getenv("CACHE_KEYSPACE"); s != "" {
+		keyspace, _ = strconv.Atoi(s)
+	}
+	rdb, _, _ := newTestCache(t)
+	m := measureVisibility(t, rdb, keyspace, 20_000)
+	t.Log(m)
+	if m.stillThere == 0 {
+		t.Error("the sweep had removed every key before the reads missed: the test shows nothing")
+	}
+	if m.otherHits != otherKeys {
+		t.Errorf("%d of course 420's %d keys hit, want all", m.otherHits, otherKeys)
+	}
+	if ratio := float64(m.firstMiss) / float64(m.scanPass); m.scanPass > 50*time.Millisecond && ratio > 0.1 {
+		t.Errorf("the first miss took %.3f× a SCAN pass, want ≤ 0.1", ratio)
+	}
+}
+
+// BenchmarkPatternInvalidationVisibility runs the measurement on a 1M-key
+// keyspace (CACHE_KEYSPACE overrides) and reports both ratios.
+func BenchmarkPatternInvalidationVisibility(b *testing.B) {
+	keyspace := 1_000_000
+	if s := os.Getenv("CACHE_KEYSPACE"); s != "" {
+		keyspace, _ = strconv.Atoi(s)
+	}
+	for b.Loop() {
+		b.StopTimer()
+		rdb, _, _ := newTestCache(b)
+		m := measureVisibility(b, rdb, keyspace, 50_000)
+		b.Log(m)
+		b.ReportMetric(float64(m.firstMiss)/float64(m.scanPass), "first-miss/scan-pass")
+		b.ReportMetric(float64(m.allMissed)/float64(m.scanPass), "all-missed/scan-pass")
+		b.ReportMetric(float64(m.scanPass.Milliseconds()), "scan-pass-ms")
+		b.StartTimer()
+	}
+}
