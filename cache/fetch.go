@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -37,7 +38,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 	full := c.prefix + key
 	b, ok, err := read(ctx, rdb, full)
 	if err != nil {
-		return fallback(ctx, c, err, load)
+		return fallback(ctx, c, err, full, load)
 	}
 	c.up(ctx)
 	if ok {
@@ -49,22 +50,27 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 		// An undecodable value (another type under this key) is refilled.
 	}
 	c.miss(ctx, full)
-	v, err, _ := c.group.Do(full, func() (any, error) {
-		return fetchFill(ctx, c, full, ttl, load)
+	tokens, err := claim(ctx, rdb, full)
+	if err != nil {
+		return fallback(ctx, c, err, full, load)
+	}
+	// Callers share a load only if they claimed the same tokens: then no
+	// invalidation of the key moved a generation between their claims, so
+	// the shared load is not older than any invalidation that completed
+	// before the later caller began.
+	v, err, _ := c.group.Do(full+"\n"+strings.Join(tokens, " "), func() (any, error) {
+		return fetchFill(ctx, c, full, ttl, tokens, load)
 	})
 	if err != nil {
+		var zero T
 		return zero, err
 	}
 	return v.(T), nil
 }
 
-// fetchFill claims, loads and fills; a Redis error on the claim or the fill
-// falls back to (or keeps) the loaded value.
-func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
-	tokens, err := claim(ctx, c.rdb, key)
-	if err != nil {
-		return fallback(ctx, c, err, load)
-	}
+// fetchFill loads and fills; a Redis error on the fill keeps the loaded
+// value.
+func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tokens []string, load func(context.Context) (T, error)) (T, error) {
 	v, err := load(ctx)
 	if err != nil {
 		return v, err
@@ -89,13 +95,18 @@ func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 
 // fallback reports err as an outage and calls load. A done ctx is not an
 // outage: its error is returned.
-func fallback[T any](ctx context.Context, c *Cache, err error, load func(context.Context) (T, error)) (T, error) {
+// Concurrent callers for key share one load meanwhile too.
+func fallback[T any](ctx context.Context, c *Cache, err error, key string, load func(context.Context) (T, error)) (T, error) {
+	var zero T
 	if ctx.Err() != nil {
-		var zero T
 		return zero, err
 	}
 	c.outage(ctx, err)
-	return load(ctx)
+	v, err, _ := c.group.Do(key+"\n", func() (any, error) { return load(ctx) })
+	if err != nil {
+		return zero, err
+	}
+	return v.(T), nil
 }
 
 // outage logs one ⚠️ line per outage: the first error after Redis last
