@@ -48,8 +48,9 @@ func TestFailoverReplay(t *testing.T) {
 			master, replica := s.master()
 			ctx := context.Background()
 
-			// Replication is held from here; the pause must outlast the
-			// event's apply and the kill, else the UNLINK reaches the replica.
+			// Replication is held from here until the replica has lost its
+			// link to the killed master; the pause must outlast the event's
+			// apply and the kill, else the UNLINK reaches the replica.
 			const hold = 5 * time.Second
 			held := time.Now()
 			if err := servers.HoldReplication(ctx, replica, hold); err != nil {
@@ -65,13 +66,23 @@ func TestFailoverReplay(t *testing.T) {
 			if err := s.sentinels.Kill(master); err != nil {
 				t.Fatal(err)
 			}
+			killed := time.Now()
+			// Once the replica has lost the link, the UNLINK it held is gone;
+			// release it then, so that it does not hold up its own promotion.
+			if err := servers.WaitLinkDown(ctx, replica); err != nil {
+				t.Fatal(err)
+			}
 			if d := time.Since(held); d > hold/2 {
-				t.Fatalf("the kill came %v after replication was held for %v: too late to be sure the UNLINK was lost", d, hold)
+				t.Fatalf("the replica lost its link %v after replication was held for %v: too late to be sure the UNLINK was lost", d, hold)
+			}
+			if err := servers.ReleaseReplication(ctx, replica); err != nil {
+				t.Fatal(err)
 			}
 			promoted, err := s.sentinels.WaitFailover(ctx, master.Addr())
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("failover %v after the kill", time.Since(killed).Round(time.Millisecond))
 			if promoted != replica {
 				t.Fatalf("promoted %s, want the replica %s", promoted.Addr(), replica.Addr())
 			}

@@ -91,16 +91,23 @@ func startNode(ctx context.Context, dir, name string, args ...string) (*Redis, e
 }
 
 // waitLinkUp waits until the replica reports master_link_status:up.
-func waitLinkUp(ctx context.Context, replica *Redis) error {
+func waitLinkUp(ctx context.Context, replica *Redis) error { return waitLink(ctx, replica, "up") }
+
+// WaitLinkDown waits (at most 15 s) until replica reports that its link to
+// the master is down: once it does, what it had read of the replication
+// stream and not executed is dropped.
+func WaitLinkDown(ctx context.Context, replica *Redis) error { return waitLink(ctx, replica, "down") }
+
+func waitLink(ctx context.Context, replica *Redis, status string) error {
 	c := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
 	defer c.Close()
-	return poll(ctx, 15*time.Second, "the replica's link to its master is up", func(ctx context.Context) error {
+	return poll(ctx, 15*time.Second, "the replica's link to its master is "+status, func(ctx context.Context) error {
 		info, err := c.Info(ctx, "replication").Result()
 		if err != nil {
 			return err
 		}
-		if infoField(info, "master_link_status") != "up" {
-			return errors.New("master_link_status is " + infoField(info, "master_link_status"))
+		if got := infoField(info, "master_link_status"); got != status {
+			return errors.New("master_link_status is " + got)
 		}
 		return nil
 	})
@@ -221,6 +228,17 @@ func HoldReplication(ctx context.Context, replica *Redis, d time.Duration) error
 	defer c.Close()
 	if err := c.Do(ctx, "CLIENT", "PAUSE", d.Milliseconds(), "WRITE").Err(); err != nil {
 		return fmt.Errorf("servers: hold replication on %s: %w", replica.Addr(), err)
+	}
+	return nil
+}
+
+// ReleaseReplication ends HoldReplication before its time (CLIENT UNPAUSE):
+// a held replica also holds up its own promotion by a sentinel.
+func ReleaseReplication(ctx context.Context, replica *Redis) error {
+	c := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
+	defer c.Close()
+	if err := c.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
+		return fmt.Errorf("servers: release replication on %s: %w", replica.Addr(), err)
 	}
 	return nil
 }
