@@ -126,8 +126,24 @@ func (e *env) countKeys(ctx context.Context, pattern string) (int, error) {
 	return n, it.Err()
 }
 
-// scanPass times one SCAN COUNT 1000 walk over the whole keyspace.
+// scanPass times a SCAN COUNT 1000 walk over the whole keyspace: the
+// fastest of three, so that a moment of load on a shared machine does not
+// inflate the yardstick every ratio is read against.
 func (e *env) scanPass(ctx context.Context) (time.Duration, int, error) {
+	best, calls := time.Duration(0), 0
+	for range 3 {
+		d, c, err := e.onePass(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		if best == 0 || d < best {
+			best, calls = d, c
+		}
+	}
+	return best, calls, nil
+}
+
+func (e *env) onePass(ctx context.Context) (time.Duration, int, error) {
 	start := time.Now()
 	var cursor uint64
 	calls := 0
