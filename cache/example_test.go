@@ -30,12 +30,12 @@ func exampleRedis() (*redis.Client, func()) {
 	return rdb, func() { _ = rdb.Close(); _ = r.Stop(); _ = os.RemoveAll(dir) }
 }
 
-var quiet = cache.WithLogger(slog.New(slog.DiscardHandler))
-
 type courseAnalytics struct {
 	Course   string `json:"course"`
 	Students int    `json:"students"`
 }
+
+var quiet = cache.WithLogger(slog.New(slog.DiscardHandler))
 
 // Fetch is the @cached decorator: the first call loads and stores, the
 // next one reads the cache.

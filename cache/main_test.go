@@ -65,3 +65,5 @@ func (l *logBuffer) count(s string) int {
 	}
 	return n
 }
+
+var discard = slog.New(slog.DiscardHandler)

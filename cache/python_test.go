@@ -1,0 +1,103 @@
+package cache
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/internal/testserver"
+)
+
+// pythonDriver runs after the README's block: each argument is one
+// command, "get KEY" prints the value as JSON (null on a miss), "fetch KEY
+// JSON" fills KEY with JSON through the protocol unless it hits.
+const pythonDriver = `
+import sys
+for cmd in sys.argv[1:]:
+    op, key, *rest = cmd.split(" ", 2)
+    if op == "get":
+        print(json.dumps(get(key)))
+    else:
+        print(json.dumps(fetch(key, 60_000, lambda: json.loads(rest[0]))))
+`
+
+// pythonWithRedis returns the first of python3 on PATH and Debian's
+// /usr/bin/python3 that imports redis, or "".
+func pythonWithRedis() string {
+	for _, p := range []string{"python3", "/usr/bin/python3"} {
+		if exec.Command(p, "-c", "import redis").Run() == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// TestPythonProtocol runs the README's Python read/fill against a real
+// Redis, sharing keys with Go: Python reads what Go's Set wrote, Go reads
+// what Python's fetch filled, and Python misses once the worker's engine
+// has advanced a pattern's scope, before the sweep.
+func TestPythonProtocol(t *testing.T) {
+	t.Parallel()
+	interpreter := pythonWithRedis()
+	if interpreter == "" {
+		t.Skip("no python3 that imports redis (Debian: apt-get install python3-redis)")
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## For services: the cache package\n")
+	_, block, ok := strings.Cut(section, "```python\n")
+	if !ok {
+		t.Fatal("no python block in the README section")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	script := filepath.Join(t.TempDir(), "protocol.py")
+	if err := os.WriteFile(script, []byte(block+pythonDriver), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testserver.Redis(t)
+	rdb := testserver.RedisClient(t, srv)
+	c := New(rdb, WithLogger(discard))
+	defer c.Close()
+	lua, _ := filepath.Abs(".")
+	python := func(cmds ...string) []string {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, interpreter, append([]string{script}, cmds...)...)
+		cmd.Env = append(os.Environ(), "REDIS_URL="+srv.URL(), "CACHE_LUA_DIR="+lua)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("python3: %v\n%s", err, out)
+		}
+		return strings.Split(strings.TrimSpace(string(out)), "\n")
+	}
+	ctx := t.Context()
+	if err := c.Set(ctx, "cache:course_analytics:42:weekly", map[string]int{"students": 31}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got := python("get cache:course_analytics:42:weekly", "get cache:course_analytics:42:none",
+		`fetch cache:course_analytics:42:daily {"from": "python"}`, `fetch cache:course_analytics:42:daily {"from": "again"}`)
+	want := []string{`{"students": 31}`, "null", `{"from": "python"}`, `{"from": "python"}`}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("python printed %q, want %q", got, want)
+	}
+	var v map[string]string
+	if found, err := c.Get(ctx, "cache:course_analytics:42:daily", &v); !found || err != nil || v["from"] != "python" {
+		t.Fatalf("Go read of the Python fill: %v, %v, %v", found, err, v)
+	}
+	// What the worker does first for cache:course_analytics:42:*.
+	rdb.Set(ctx, engine.GenerationKey("cache:course_analytics:42:"), engine.NewGenerationToken(), engine.DefaultGenerationTTL)
+	got = python("get cache:course_analytics:42:weekly", "get cache:course_analytics:42:daily")
+	if strings.Join(got, "|") != "null|null" {
+		t.Fatalf("python after the scope advanced: %q, want two misses", got)
+	}
+	if n := rdb.Exists(ctx, "cache:course_analytics:42:weekly", "cache:course_analytics:42:daily").Val(); n != 2 {
+		t.Fatalf("%d keys exist, want 2 (no sweep ran)", n)
+	}
+}
