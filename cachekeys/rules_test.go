@@ -3,6 +3,7 @@ package cachekeys_test
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -177,4 +178,35 @@ func checkPlan(t *testing.T, got, want cachekeys.Plan) {
 	if !slices.Equal(got.Exact, want.Exact) || !slices.Equal(got.Patterns, want.Patterns) || !slices.Equal(got.Rules, want.Rules) {
 		t.Errorf("Plan =\n  %+v\nwant\n  %+v", got, want)
 	}
+}
+
+// FuzzParseRules feeds arbitrary bytes to the rules loader: it never
+// panics, and a file it accepts plans any event without panicking and
+// never yields a pattern without a literal prefix.
+func FuzzParseRules(f *testing.F) {
+	if seed, err := os.ReadFile("../testdata/rules.yaml"); err == nil {
+		f.Add(seed)
+	}
+	f.Add([]byte("rules:\n  - on: events.course.*\n    invalidate: [\"cache:course_analytics:{course_id}:*\"]\n"))
+	f.Add([]byte("rules:\n  - on: events.user.>\n    invalidate: [\"user:{user_id}\"]\nexplicit:\n  allow: [\"user:*\"]\n"))
+	f.Add([]byte("rules: []\n"))
+	f.Add([]byte("rules:\n  - on: events.a.b\n    invalidate: [\"*\"]\n"))
+	f.Add([]byte("{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := cachekeys.Parse("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		for _, subject := range []string{"events.course.updated", "events.user.created", "events.cache.invalidate"} {
+			plan, err := r.Plan(subject, map[string]any{"course_id": "42", "user_id": "7", "keys": []any{"user:1"}, "patterns": []any{"user:1:*"}})
+			if err != nil {
+				continue
+			}
+			for _, p := range plan.Patterns {
+				if cachekeys.LiteralPrefix(p) == "" {
+					t.Fatalf("pattern %q without a literal prefix from an accepted file:\n%s", p, data)
+				}
+			}
+		}
+	})
 }
