@@ -302,32 +302,41 @@ func exactScenario(ctx context.Context, e *env, o options, rep *report) error {
 		if live {
 			mode, target = "while publishing", 0.9
 		}
-		floor, err := measure(live, func(n int, started func()) error { return bare(ctx, e, n, started) })
-		if err != nil {
-			return fmt.Errorf("bare floor: %w", err)
-		}
-		shared, closeShared, err := sharedEngine(e.rdb, 0)
-		if err != nil {
-			return err
-		}
-		got, err := measure(live, func(n int, started func()) error {
-			w, stop, err := startWorker(e, shared, nil)
+		// Three rounds, floor and worker in turn: the medians, so that a
+		// moment of load on a shared machine weighs on one sample only.
+		var floors, gots []float64
+		for range 3 {
+			floor, err := measure(live, func(n int, started func()) error { return bare(ctx, e, n, started) })
+			if err != nil {
+				return fmt.Errorf("bare floor: %w", err)
+			}
+			shared, closeShared, err := sharedEngine(e.rdb, 0)
 			if err != nil {
 				return err
 			}
-			defer stop()
-			started()
-			err = waitApplied(w, int64(n), 10*time.Minute)
-			end = time.Now() // before stop: shutdown is not throughput
-			return err
-		})
-		closeShared()
-		if err != nil {
-			return fmt.Errorf("worker: %w", err)
+			got, err := measure(live, func(n int, started func()) error {
+				w, stop, err := startWorker(e, shared, nil)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				started()
+				err = waitApplied(w, int64(n), 10*time.Minute)
+				end = time.Now() // before stop: shutdown is not throughput
+				return err
+			})
+			closeShared()
+			if err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+			floors, gots = append(floors, floor), append(gots, got)
 		}
-		log.Printf("exact keys, %s: worker %.0f/s, bare floor %.0f/s", mode, got, floor)
-		rep.add(row{group: "exact", name: "bare fetch → UNLINK → ack loop, " + mode, rate: floor, ratio: 1})
-		rep.add(row{group: "exact", name: "worker, " + mode, rate: got, ratio: got / floor,
+		slices.Sort(floors)
+		slices.Sort(gots)
+		floor, got := floors[1], gots[1]
+		log.Printf("exact keys, %s: worker %.0f/s of %.0f, bare floor %.0f/s of %.0f", mode, got, gots, floor, floors)
+		rep.add(row{group: "exact", name: "bare fetch → UNLINK → ack loop, " + mode + " (median of 3)", rate: floor, ratio: 1})
+		rep.add(row{group: "exact", name: "worker, " + mode + " (median of 3)", rate: got, ratio: got / floor,
 			target: fmt.Sprintf("≥ %.1f× the floor", target), ok: got/floor >= target})
 	}
 	return nil
