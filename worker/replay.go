@@ -34,6 +34,14 @@ import (
 // twice is harmless; a key the application wrote again after the failover is
 // removed once more, which costs it one cache miss.
 //
+// The events are chosen by when they were acked, not by when they were
+// published (DeliverByStartTime): an event published long ago may have been
+// applied just before the crash (a backlog, a retry). Every event whose
+// UNLINK reached the old master was acked long before the new master
+// answers, since a failover takes at least the sentinels'
+// down-after-milliseconds. Each worker replays only what it acked itself,
+// so replicas of the worker do not repeat each other's work.
+//
 // The window has to cover the replication lag at the moment of the crash;
 // its limits are documented in the README ("Redis Sentinel").
 
