@@ -83,7 +83,11 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		scheduled = append(scheduled, sc.Key.String())
 	}
 	m.Schedules(scheduled...)
-	eng, err := newEngine(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: rules.Warms(),
+	gens, err := cfg.UseGenerations(rules.Warms())
+	if err != nil {
+		return usageError{err}
+	}
+	eng, err := newEngine(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: gens,
 		Sweep: sweep.Config{Budget: cfg.ScanBudget, Observer: m}})
 	if err != nil {
 		return usageError{err}

@@ -75,6 +75,7 @@ var Settings = []Setting{
 	{"ACK_WAIT", "ack-wait", "duration", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
 	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "largest COUNT of a SCAN (the walk lowers it to keep each call under 2 ms)"},
 	{"SCAN_BUDGET", "scan-budget", "int", "0", "keys examined per second per Redis node by the shared sweep; 0 is unlimited"},
+	{"GENERATIONS", "generations", "mode", "auto", "advance the generation guard before removing keys: auto (when the rules warm), on (services read and fill through the cache package), off"},
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
 	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional)"},
@@ -105,10 +106,13 @@ type Run struct {
 	// ScanBudget paces the shared sweep: keys examined per second per node
 	// (0: unlimited).
 	ScanBudget int
-	HTTPAddr   string
-	OpsToken   string
-	LogLevel   slog.Level
-	LogFormat  logging.Format
+	// Generations is auto, on or off: whether the engine advances the
+	// generation guard (see UseGenerations).
+	Generations string
+	HTTPAddr    string
+	OpsToken    string
+	LogLevel    slog.Level
+	LogFormat   logging.Format
 	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
 	Warm warm.Config
 	// WarmEnv holds the values of the environment variables the rules'
@@ -381,6 +385,11 @@ func (r *resolver) run() (*Run, error) {
 	}
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 	c.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
+	c.Generations = r.str("GENERATIONS")
+	if c.Generations != "auto" && c.Generations != "on" && c.Generations != "off" {
+		_, name := r.get("GENERATIONS")
+		r.fail(name, "must be auto, on or off, not %q", c.Generations)
+	}
 	c.Warm = warm.Config{
 		Workers: r.integer("WARM_CONCURRENCY", 1, 1000),
 		PerHost: r.integer("WARM_MAX_PER_HOST", 1, 1000),
@@ -499,4 +508,19 @@ func (r *resolver) natsURL(list string) {
 			return
 		}
 	}
+}
+
+// UseGenerations says whether the engine advances the generation guard:
+// always when the rules warm keys (the warmer needs it), when GENERATIONS
+// is on (services read through package cache, whose readers see a pattern
+// invalidation at once through the scope generations), never when off. Off
+// with warm rules is an error.
+func (r *Run) UseGenerations(rulesWarm bool) (bool, error) {
+	switch {
+	case r.Generations == "off" && rulesWarm:
+		return false, fmt.Errorf("%w: GENERATIONS: off, but the rules file warms keys, and warming needs the guard", ErrInvalid)
+	case r.Generations == "off":
+		return false, nil
+	}
+	return rulesWarm || r.Generations == "on", nil
 }

@@ -342,6 +342,7 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"ACK_WAIT below a second", given{env: env("ACK_WAIT", "10ms")}, "ACK_WAIT"},
 		{"SCAN_COUNT zero", given{env: env("SCAN_COUNT", "0")}, "SCAN_COUNT"},
 		{"SCAN_BUDGET negative", given{env: env("SCAN_BUDGET", "-1")}, "SCAN_BUDGET"},
+		{"GENERATIONS unknown", given{env: env("GENERATIONS", "sometimes")}, "GENERATIONS"},
 		{"cluster and sentinel both set", given{env: env("REDIS_CLUSTER_ADDRS", "127.0.0.1:7000", "REDIS_SENTINEL_ADDRS", "127.0.0.1:26379", "REDIS_SENTINEL_MASTER", "m")}, "REDIS_CLUSTER_ADDRS"},
 		{"sentinels without a master", given{env: env("REDIS_SENTINEL_ADDRS", "127.0.0.1:26379")}, "REDIS_SENTINEL_MASTER"},
 		{"a master without sentinels", given{env: env("REDIS_SENTINEL_MASTER", "mymaster")}, "REDIS_SENTINEL_ADDRS"},
@@ -694,5 +695,28 @@ func TestRedisTopology(t *testing.T) {
 	c, err := load(t, given{env: env("NATS_STREAM_REPLICAS", "3")})
 	if err != nil || c.Worker.StreamReplicas != 3 {
 		t.Errorf("NATS_STREAM_REPLICAS=3: %v, %v", c.Worker.StreamReplicas, err)
+	}
+}
+
+func TestUseGenerations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		mode      string
+		warm      bool
+		want, err bool
+	}{
+		{"auto", false, false, false}, {"auto", true, true, false},
+		{"on", false, true, false}, {"on", true, true, false},
+		{"off", false, false, false}, {"off", true, false, true},
+	}
+	for _, tt := range tests {
+		c, err := load(t, given{env: env("GENERATIONS", tt.mode)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.UseGenerations(tt.warm)
+		if got != tt.want || (err != nil) != tt.err {
+			t.Errorf("GENERATIONS=%s, warm %v: %v, %v; want %v, error %v", tt.mode, tt.warm, got, err, tt.want, tt.err)
+		}
 	}
 }
