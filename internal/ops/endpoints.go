@@ -74,6 +74,9 @@ type redisInfo struct {
 	TotalCommands    int64  `json:"total_commands_processed"`
 	KeyspaceHits     int64  `json:"keyspace_hits"`
 	KeyspaceMisses   int64  `json:"keyspace_misses"`
+	// Nodes lists a Redis Cluster's nodes (none for one server): masters
+	// with their slot ranges, replicas, and the state of each.
+	Nodes []redisNode `json:"nodes,omitempty"`
 	HitRate          string `json:"hit_rate"`
 }
 
@@ -97,6 +100,9 @@ func (s *Server) info(ctx context.Context) (redisInfo, error) {
 		KeyspaceMisses:   num("stats", "keyspace_misses"),
 	}
 	in.HitRate = hitRate(in.KeyspaceHits, in.KeyspaceMisses)
+	if in.Nodes, err = s.clusterNodes(ctx); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 
@@ -138,6 +144,9 @@ func (s *Server) redisComponent(ctx context.Context, check string) map[string]an
 	if in, err := s.info(ctx); err == nil {
 		c["version"], c["connected_clients"] = in.Version, in.ConnectedClients
 		c["used_memory"], c["hit_rate"] = in.UsedMemoryHuman, in.HitRate
+		if len(in.Nodes) > 0 {
+			c["mode"], c["nodes"] = "cluster", in.Nodes
+		}
 	}
 	return c
 }
