@@ -224,8 +224,10 @@ func unlink(ctx context.Context, rdb *redis.Client, keys []string) (int64, error
 
 // Preview reports what Invalidate would remove without removing anything
 // (and without advancing generations): fn is called with each existing
-// exact key and each key a pattern matches (a key may be reported once per
-// pattern that matches it). fn is never called concurrently.
+// exact key and each key a pattern matches, once, all patterns served by
+// one dry pass (with Config.PerPattern, one pass per pattern, and a key
+// may be reported once per pattern that matches it). fn is never called
+// concurrently.
 func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
 	start := time.Now()
 	var mu sync.Mutex
@@ -241,8 +243,20 @@ func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Resu
 	if err != nil {
 		return Result{Removed: n, Duration: time.Since(start)}, err
 	}
-	s := &scanner{rdb: e.rdb, cfg: e.cfg, dry: true, fn: report}
-	res, err := s.Sweep(ctx, job.Patterns)
+	var res Result
+	if e.walker != nil && len(job.Patterns) > 0 {
+		// One dry walk of its own serves every pattern in one pass.
+		cfg := e.cfg.Sweep
+		cfg.Observer, cfg.DryRun = nil, report
+		dry := sweep.New(e.rdb, cfg)
+		defer dry.Close()
+		var r sweep.Result
+		r, err = dry.Sweep(ctx, job.Patterns)
+		res = Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}
+	} else {
+		s := &scanner{rdb: e.rdb, cfg: e.cfg, dry: true, fn: report}
+		res, err = s.Sweep(ctx, job.Patterns)
+	}
 	res.Removed += n
 	res.Duration = time.Since(start)
 	return res, err

@@ -81,6 +81,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives the walk's metrics. Defaults to nil, no metrics.
 	Observer Observer
+	// DryRun, when set, makes the walker remove nothing: each matched key
+	// is handed to DryRun (from the walk's goroutine, never concurrently)
+	// and counted in Result.Removed as a key that would go. A dry walker
+	// serves dry runs only (purge --dry-run): never share one with real
+	// sweeps. Defaults to nil.
+	DryRun func(key string)
 }
 
 // WithDefaults returns c with every unset field set to its default.

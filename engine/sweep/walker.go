@@ -315,6 +315,9 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 	}
 	var unlinks []unlink
 	for req, ks := range s.pending {
+		if w.cfg.DryRun != nil {
+			break // page reported and counted them
+		}
 		for c := range slices.Chunk(ks, w.cfg.UnlinkChunk) {
 			unlinks = append(unlinks, unlink{req, pipe.Unlink(w.ctx, c...)})
 		}
@@ -406,6 +409,11 @@ func (w *Walker) page(s *walkState, keys []string, next uint64) int {
 	}
 	for _, k := range keys {
 		if p, ok := s.set.find(k); ok {
+			if w.cfg.DryRun != nil {
+				w.cfg.DryRun(k)
+				s.owner[p].res.Removed++
+				continue
+			}
 			s.pending[s.owner[p]] = append(s.pending[s.owner[p]], k)
 		}
 	}

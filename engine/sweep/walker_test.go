@@ -404,3 +404,36 @@ func TestSweepBudget(t *testing.T) {
 		t.Errorf("examined %.0f keys/s, budget %d", rate, budget)
 	}
 }
+
+// A dry walker removes nothing and reports each matching key once, all
+// patterns in one pass.
+func TestSweepDryRun(t *testing.T) {
+	t.Parallel()
+	rdb := newRedis(t)
+	ctx := context.Background()
+	if err := rdb.Do(ctx, "DEBUG", "POPULATE", 20000, "key").Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := rdb.DBSize(ctx).Val()
+	seen := map[string]int{}
+	w := newWalker(t, rdb, sweep.Config{DryRun: func(k string) { seen[k]++ }, MaxCallTime: time.Hour})
+	res, err := w.Sweep(ctx, []string{"key:1*", "key:1?", "key:2*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(scanAll(t, rdb, "key:[12]*"))
+	if len(seen) != want || res.Removed != int64(want) {
+		t.Errorf("reported %d keys (Removed %d), want the %d that match", len(seen), res.Removed, want)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s reported %d times", k, n)
+		}
+	}
+	if after := rdb.DBSize(ctx).Val(); after != before {
+		t.Errorf("DBSIZE %d after a dry run, was %d", after, before)
+	}
+	if passCalls := before/1000 + 2; res.ScanCalls > 2*passCalls {
+		t.Errorf("%d SCAN calls for three patterns, want about one pass (%d)", res.ScanCalls, passCalls)
+	}
+}
