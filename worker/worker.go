@@ -347,13 +347,26 @@ func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, he
 	}
 }
 
-// nextGroup waits for one message, then takes those already arrived, up to n.
+// groupLinger is how long a group waits for the next message of a fetch
+// that is still arriving: long enough for a backlog's messages to fill a
+// group (one Redis round trip for many events), far shorter than a round
+// trip to Redis, so a lone event is not held back.
+const groupLinger = 50 * time.Microsecond
+
+// nextGroup waits for one message, then takes those that arrive without a
+// pause longer than groupLinger, up to n.
 func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
 	first, ok := <-msgs
 	if !ok {
 		return nil
 	}
 	group := []jetstream.Msg{first}
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for len(group) < n {
 		select {
 		case m, ok := <-msgs:
@@ -361,7 +374,21 @@ func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
 				return group
 			}
 			group = append(group, m)
+			continue
 		default:
+		}
+		if linger == nil {
+			linger = time.NewTimer(groupLinger)
+		} else {
+			linger.Reset(groupLinger)
+		}
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return group
+			}
+			group = append(group, m)
+		case <-linger.C:
 			return group
 		}
 	}
