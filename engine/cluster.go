@@ -127,6 +127,9 @@ func (e *Cluster) node(ctx context.Context, addr string) (*clusterNode, error) {
 	// must not span slots on a cluster node: one key per UNLINK (all still
 	// in the round trip that carries the next SCAN).
 	cfg.UnlinkChunk = 1
+	if e.cfg.NodeObserver != nil {
+		cfg.Observer = e.cfg.NodeObserver(addr)
+	}
 	if cfg.CursorSlotBits == 0 {
 		info, err := client.InfoMap(ctx, "server").Result()
 		if err != nil {

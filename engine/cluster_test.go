@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/enginetest"
@@ -203,4 +204,55 @@ func countKeys(t *testing.T, rdb *redis.ClusterClient, pattern string) int {
 	}
 	slices.Sort(all)
 	return len(slices.Compact(all))
+}
+
+// passRecorder counts the finished passes of one node's walk.
+type passRecorder struct {
+	mu     *sync.Mutex
+	passes map[string]int
+	node   string
+}
+
+func (p passRecorder) PassFinished(sweep.Pass) {
+	p.mu.Lock()
+	p.passes[p.node]++
+	p.mu.Unlock()
+}
+func (passRecorder) KeysExamined(int)          {}
+func (passRecorder) KeysRemoved(int)           {}
+func (passRecorder) ActivePatterns(int)        {}
+func (passRecorder) PatternWait(time.Duration) {}
+func (passRecorder) Progress(float64)          {}
+
+// TestClusterNodeObservers: each master's walk reports to the observer
+// NodeObserver gives for its address (the metrics' node label).
+func TestClusterNodeObservers(t *testing.T) {
+	c := testserver.RedisCluster(t, 3)
+	rdb := testserver.ClusterClient(t, c)
+	var mu sync.Mutex
+	passes := map[string]int{}
+	e, err := engine.NewCluster(rdb, engine.Config{NodeObserver: func(node string) sweep.Observer {
+		return passRecorder{mu: &mu, passes: passes, node: node}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	ctx := context.Background()
+	for i := range 300 {
+		rdb.Set(ctx, "obs:"+strconv.Itoa(i), "v", 0)
+	}
+	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"obs:*"}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(passes) != 3 {
+		t.Errorf("passes by node = %v, want the 3 masters", passes)
+	}
+	for _, addr := range c.Addrs() {
+		if passes[addr] < 1 {
+			t.Errorf("master %s reported no pass (%v)", addr, passes)
+		}
+	}
 }

@@ -51,6 +51,11 @@ type Config struct {
 	// its logger unless Sweep.Logger is set; MaxScanCalls bounds the calls
 	// of one pass unless Sweep.MaxCallsPerPass is set.
 	Sweep sweep.Config
+	// NodeObserver, when set, gives the walk of each Redis node (its
+	// address) its own metrics Observer, in place of Sweep.Observer: one
+	// node for the single-node engine, each master on a cluster. Defaults
+	// to nil.
+	NodeObserver func(node string) sweep.Observer
 	// Generations makes every job first advance the generation of each of
 	// its exact keys and of each pattern's scope (see GenerationKey), in the
 	// same round trip and before anything is removed: the invalidation side

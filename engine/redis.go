@@ -50,7 +50,11 @@ func NewRedis(rdb *redis.Client, cfg Config) (*Redis, error) {
 		e.sweeper = &scanner{rdb: rdb, cfg: cfg}
 		return e, nil
 	}
-	e.walker = sweep.New(rdb, cfg.Sweep)
+	wcfg := cfg.Sweep
+	if cfg.NodeObserver != nil {
+		wcfg.Observer = cfg.NodeObserver(rdb.Options().Addr)
+	}
+	e.walker = sweep.New(rdb, wcfg)
 	e.sweeper = shared{e.walker}
 	return e, nil
 }

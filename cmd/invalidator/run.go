@@ -88,7 +88,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		return usageError{err}
 	}
 	eng, err := newEngine(rdb, engine.Config{ScanCount: cfg.ScanCount, Logger: log, Generations: gens,
-		Sweep: sweep.Config{Budget: cfg.ScanBudget, Observer: m}})
+		Sweep: sweep.Config{Budget: cfg.ScanBudget}, NodeObserver: m.Node})
 	if err != nil {
 		return usageError{err}
 	}

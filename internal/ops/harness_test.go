@@ -87,7 +87,7 @@ func newSystem(t *testing.T, o options) *system {
 		Consumer:      func() jetstream.Consumer { return w.Consumer() },
 		DeadLetters:   letters.Count,
 	})
-	eng, err := engine.NewRedis(wrdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget, Observer: m}})
+	eng, err := engine.NewRedis(wrdb, engine.Config{Sweep: sweep.Config{Budget: o.scanBudget}, NodeObserver: m.Node})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -576,6 +576,9 @@ func TestSweepsEndpointAndMetrics(t *testing.T) {
 	if d := now.get("invalidator_sweep_passes_total", nil) - base.get("invalidator_sweep_passes_total", nil); d < 1 {
 		t.Errorf("sweep_passes_total grew by %v, want at least 1", d)
 	}
+	if _, ok := now.value("invalidator_sweep_passes_total", map[string]string{"node": s.redis.Addr()}); !ok {
+		t.Errorf("no sweep_passes_total series with node=%q", s.redis.Addr())
+	}
 	// With a server-side MATCH ("cache:*" here) the walk counts COUNT per
 	// call, an estimate: Redis visits about COUNT buckets a call.
 	if d := now.get("invalidator_sweep_keys_examined_total", nil) - base.get("invalidator_sweep_keys_examined_total", nil); d < 0.8*60000 || d > 1.5*60000 {
