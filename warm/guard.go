@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/invalidator/invalidator/cache"
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/redis/go-redis/v9"
@@ -67,6 +68,10 @@ func (w *Warmer) generations(ctx context.Context, key string) ([]string, error) 
 // the claim never matches. (Readers that remember "0" for a missing key, as
 // this package did before claiming, are safe only against invalidations
 // that SET generations, never against ones that remove them.)
+// stampedSet is package cache's fill script: guardedSet that writes
+// "@gen <tokens>\n" before the value.
+var stampedSet = redis.NewScript(cache.FillScript)
+
 var guardedSet = redis.NewScript(`
 for i = 2, #KEYS do
   local g = redis.call('GET', KEYS[i]) or '0'
@@ -85,7 +90,11 @@ func (w *Warmer) store(ctx context.Context, req cachekeys.WarmRequest, body []by
 	for _, g := range gens {
 		args = append(args, g)
 	}
-	n, err := guardedSet.Run(ctx, w.rdb, keys, args...).Int()
+	script := guardedSet
+	if w.cfg.Stamp {
+		script = stampedSet // same keys and arguments; the value gets the stamp
+	}
+	n, err := script.Run(ctx, w.rdb, keys, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("guarded set: %w", err)
 	}

@@ -84,6 +84,13 @@ type Config struct {
 	// BreakerCooldown is how long an open breaker sheds requests before one
 	// trial request. Defaults to 30s.
 	BreakerCooldown time.Duration
+	// Stamp writes each warmed value with the generation stamp of package
+	// cache ("@gen <tokens>\n" before the body, cache/fill.lua), so that
+	// services reading through that protocol see warm values as hits.
+	// Readers that GET the key directly then see the stamp too: set it only
+	// when every reader goes through the protocol (GENERATIONS=on).
+	// Defaults to false: the body as the source sent it.
+	Stamp bool
 	// Env holds the values of the environment variables named by
 	// headers_from_env; the caller reads the environment, the worker never does.
 	Env map[string]string

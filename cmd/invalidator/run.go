@@ -97,6 +97,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	if rules.Warms() {
 		wc := cfg.Warm
 		wc.Env = cfg.WarmEnv
+		wc.Stamp = cfg.Generations == "on" // services read through package cache
 		if deps.Warmer, err = warm.New(rdb, wc, log, m); err != nil {
 			return usageError{err}
 		}
