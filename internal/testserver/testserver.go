@@ -91,16 +91,7 @@ func NATSWith(tb testing.TB, o servers.NATSOptions) *server.Server {
 // context, closed on cleanup.
 func JetStream(tb testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		tb.Fatalf("connect to NATS: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return nc, js
+	return JetStreamURL(tb, s.ClientURL())
 }
 
 // Eventually polls cond every 20ms until it holds, failing the test when
