@@ -76,8 +76,8 @@ type redisInfo struct {
 	KeyspaceMisses   int64  `json:"keyspace_misses"`
 	// Nodes lists a Redis Cluster's nodes (none for one server): masters
 	// with their slot ranges, replicas, and the state of each.
-	Nodes []redisNode `json:"nodes,omitempty"`
-	HitRate          string `json:"hit_rate"`
+	Nodes   []redisNode `json:"nodes,omitempty"`
+	HitRate string      `json:"hit_rate"`
 }
 
 func (s *Server) info(ctx context.Context) (redisInfo, error) {
