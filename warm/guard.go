@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/invalidator/invalidator/cache"
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/redis/go-redis/v9"
@@ -68,9 +67,33 @@ func (w *Warmer) generations(ctx context.Context, key string) ([]string, error) 
 // the claim never matches. (Readers that remember "0" for a missing key, as
 // this package did before claiming, are safe only against invalidations
 // that SET generations, never against ones that remove them.)
-// stampedSet is package cache's fill script: guardedSet that writes
-// "@gen <tokens>\n" before the value.
-var stampedSet = redis.NewScript(cache.FillScript)
+// StampedFillScript is package cache's fill script (cache/fill.lua, the
+// same text: a test compares them): guardedSet that writes
+// "@gen <tokens>\n" before the value. It is copied, not imported, so that
+// package cache's own tests can use the test servers, which import the
+// worker, which imports this package.
+const StampedFillScript = `-- fill.lua: the guarded write after reading the source.
+-- KEYS[1]   the cache key K
+-- KEYS[2..] its guard generations, in the order of read.lua
+-- ARGV[1]   the payload (JSON)
+-- ARGV[2]   the value's TTL in ms
+-- ARGV[3..] the tokens claim.lua returned, in the same order
+-- Writes '@gen <token> <token> ...\n' .. payload to K and returns 1 only if
+-- every generation still holds its claimed token; otherwise writes nothing
+-- and returns 0: an invalidation ran since the claim, the payload may be
+-- older than it.
+local head = '@gen'
+for i = 2, #KEYS do
+  local g = redis.call('GET', KEYS[i]) or '0'
+  if g ~= ARGV[i + 1] then return 0 end
+  head = head .. ' ' .. g
+end
+redis.call('SET', KEYS[1], head .. '\n' .. ARGV[1], 'PX', ARGV[2])
+return 1
+`
+
+// stampedSet runs StampedFillScript.
+var stampedSet = redis.NewScript(StampedFillScript)
 
 var guardedSet = redis.NewScript(`
 for i = 2, #KEYS do

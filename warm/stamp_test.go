@@ -16,6 +16,13 @@ import (
 	"github.com/invalidator/invalidator/warm"
 )
 
+// The warmer's copy of the stamped fill script is package cache's.
+func TestStampedFillScriptIsTheCacheOne(t *testing.T) {
+	if warm.StampedFillScript != cache.FillScript {
+		t.Fatal("warm.StampedFillScript differs from cache/fill.lua: copy the file again")
+	}
+}
+
 // TestStampedWarmIsAHitForTheCachePackage: with Stamp, a warmed value is
 // read by package cache as a hit, and a later pattern invalidation makes it
 // a miss at once; without Stamp the plain body is stored, which the
