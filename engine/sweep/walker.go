@@ -62,9 +62,9 @@ type Status struct {
 	// ScanCount is the COUNT the walk sends now.
 	ScanCount int `json:"scan_count"`
 	// StartedAt is when the current walk started; zero when idle.
-	StartedAt time.Time `json:"started_at"`
+	StartedAt time.Time `json:"started_at,omitzero"`
 	// PassStartedAt is when the current pass started; zero when idle.
-	PassStartedAt time.Time `json:"pass_started_at"`
+	PassStartedAt time.Time `json:"pass_started_at,omitzero"`
 }
 
 // Walker runs one shared SCAN walk over one Redis node and serves every
@@ -185,7 +185,7 @@ func (w *Walker) Status() Status {
 	s := w.status
 	s.Running = w.running
 	s.ActivePatterns = len(w.active)
-	s.Patterns = nil
+	s.Patterns = []string{}
 	for _, e := range w.active[:min(len(w.active), MaxStatusPatterns)] {
 		s.Patterns = append(s.Patterns, e.pattern)
 	}
