@@ -16,7 +16,6 @@ import (
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/redis/go-redis/v9"
-	"github.com/sourcegraph/conc/pool"
 )
 
 // Cluster is the engine for a Redis Cluster. It takes a
@@ -182,32 +181,7 @@ func (e *Cluster) Invalidate(ctx context.Context, job Job) (Result, error) {
 // groups; the exact-only jobs are then done; the pattern jobs all join the
 // sweeps of every master at once.
 func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
-	start := time.Now()
-	if err := ctx.Err(); err != nil {
-		for i := range jobs {
-			done(i, Result{}, fmt.Errorf("invalidate: %w", err))
-		}
-		return
-	}
-	removed, errs := e.exactMany(ctx, jobs)
-	var sweeps []int
-	for i, job := range jobs {
-		if errs[i] != nil || len(job.Patterns) == 0 {
-			done(i, Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
-			continue
-		}
-		sweeps = append(sweeps, i)
-	}
-	p := pool.New()
-	for _, i := range sweeps {
-		p.Go(func() {
-			res, err := e.sweep(ctx, jobs[i].Patterns)
-			res.Removed += removed[i]
-			res.Duration = time.Since(start)
-			done(i, res, err)
-		})
-	}
-	p.Wait()
+	apply(ctx, jobs, done, 0, e.exactMany, e.sweep)
 }
 
 // exactMany removes the exact keys of every job and returns each job's

@@ -16,7 +16,10 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/sourcegraph/conc/pool"
 )
 
 // Job is what one event asks the engine to remove.
@@ -70,3 +73,40 @@ func Invalidate(ctx context.Context, e Engine, job Job) (Result, error) {
 
 // ErrSweepTooLong means a pattern sweep hit [Config.MaxScanCalls].
 var ErrSweepTooLong = errors.New("too many SCAN calls")
+
+// apply is the flow every engine's Apply shares: the exact keys of all
+// jobs first (exact), then the exact-only jobs are done, before any sweep
+// starts; then every pattern job is swept (sweep) in its own goroutine, at
+// most limit at once (0: no limit), and done as soon as it completes.
+func apply(ctx context.Context, jobs []Job, done func(int, Result, error), limit int,
+	exact func(context.Context, []Job) ([]int64, []error), sweep func(context.Context, []string) (Result, error)) {
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		for i := range jobs {
+			done(i, Result{}, fmt.Errorf("invalidate: %w", err))
+		}
+		return
+	}
+	removed, errs := exact(ctx, jobs)
+	var sweeps []int
+	for i, job := range jobs {
+		if errs[i] != nil || len(job.Patterns) == 0 {
+			done(i, Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
+			continue
+		}
+		sweeps = append(sweeps, i)
+	}
+	p := pool.New()
+	if limit > 0 {
+		p = p.WithMaxGoroutines(limit)
+	}
+	for _, i := range sweeps {
+		p.Go(func() {
+			res, err := sweep(ctx, jobs[i].Patterns)
+			res.Removed += removed[i]
+			res.Duration = time.Since(start)
+			done(i, res, err)
+		})
+	}
+	p.Wait()
+}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/redis/go-redis/v9"
-	"github.com/sourcegraph/conc/pool"
 )
 
 // sweeper removes every key matching any of patterns and blocks until they
@@ -99,37 +98,11 @@ func (e *Redis) Invalidate(ctx context.Context, job Job) (Result, error) {
 // starts; the jobs with patterns all join the shared walk at once (with
 // Config.PerPattern, at most Config.SweepConcurrency are swept at once).
 func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
-	start := time.Now()
-	if err := ctx.Err(); err != nil {
-		for i := range jobs {
-			done(i, Result{}, fmt.Errorf("invalidate: %w", err))
-		}
-		return
-	}
-	removed, errs := e.exactMany(ctx, jobs)
-	var sweeps []int
-	for i, job := range jobs {
-		if errs[i] != nil || len(job.Patterns) == 0 {
-			done(i, Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
-			continue
-		}
-		sweeps = append(sweeps, i)
-	}
-	// Every pattern job joins the shared walk at once; per-pattern walks are
-	// bounded by SweepConcurrency.
-	p := pool.New()
+	limit := 0 // every pattern job joins the shared walk at once
 	if e.walker == nil {
-		p = p.WithMaxGoroutines(e.cfg.SweepConcurrency)
+		limit = e.cfg.SweepConcurrency
 	}
-	for _, i := range sweeps {
-		p.Go(func() {
-			res, err := e.sweeper.Sweep(ctx, jobs[i].Patterns)
-			res.Removed += removed[i]
-			res.Duration = time.Since(start)
-			done(i, res, err)
-		})
-	}
-	p.Wait()
+	apply(ctx, jobs, done, limit, e.exactMany, e.sweeper.Sweep)
 }
 
 // exactMany removes the exact keys of every job in one round trip and
