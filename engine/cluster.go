@@ -483,14 +483,7 @@ func (e *Cluster) sweepNode(ctx context.Context, addr string, patterns []string)
 // concurrently.
 func (e *Cluster) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
 	start := time.Now()
-	var mu sync.Mutex
-	report := func(k string) {
-		if fn != nil {
-			mu.Lock()
-			defer mu.Unlock()
-			fn(k)
-		}
-	}
+	report := serialized(fn)
 	job.Exact = slices.Compact(slices.Sorted(slices.Values(job.Exact)))
 	var res Result
 	if len(job.Exact) > 0 {
@@ -509,6 +502,7 @@ func (e *Cluster) Preview(ctx context.Context, job Job, fn func(key string)) (Re
 			}
 		}
 	}
+	var mu sync.Mutex // res, from one goroutine per master
 	err := e.rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 		s := &scanner{rdb: node, cfg: e.cfg, dry: true, fn: report}
 		r, err := s.Sweep(ctx, job.Patterns)

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sourcegraph/conc/pool"
@@ -109,4 +110,17 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error), limit
 		})
 	}
 	p.Wait()
+}
+
+// serialized returns fn guarded by a mutex, so that a Preview's callback is
+// never called concurrently; nil fn gives a no-op.
+func serialized(fn func(key string)) func(string) {
+	var mu sync.Mutex
+	return func(k string) {
+		if fn != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			fn(k)
+		}
+	}
 }

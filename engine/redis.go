@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -207,14 +206,7 @@ func unlink(ctx context.Context, rdb *redis.Client, keys []string) (int64, error
 // concurrently.
 func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
 	start := time.Now()
-	var mu sync.Mutex
-	report := func(k string) {
-		if fn != nil {
-			mu.Lock()
-			defer mu.Unlock()
-			fn(k)
-		}
-	}
+	report := serialized(fn)
 	job.Exact = slices.Compact(slices.Sorted(slices.Values(job.Exact)))
 	n, err := e.exists(ctx, job.Exact, report)
 	if err != nil {
