@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,9 @@ var (
 	ErrInvalidKey = errors.New("cache: invalid key or pattern")
 	// ErrUnsupportedTopology is returned by every operation of a Cache on
 	// a client other than *redis.Client (a standalone server or a Sentinel
-	// failover client): a Redis Cluster has no scope generations for the
-	// read check yet (see the README).
-	ErrUnsupportedTopology = errors.New("cache: only a single Redis server (or a Sentinel master) is supported")
+	// failover client) or *redis.ClusterClient, such as a Ring: its
+	// sharding is not one the worker invalidates.
+	ErrUnsupportedTopology = errors.New("cache: only a Redis server, a Sentinel master or a Redis Cluster is supported")
 )
 
 // Cache reads and fills JSON values in Redis through the invalidator's
@@ -38,8 +39,9 @@ var (
 // pattern, take effect for its readers as soon as the worker has handled
 // them. It is safe for concurrent use. See the package documentation.
 type Cache struct {
-	rdb     *redis.Client // nil on an unsupported topology
-	eng     *engine.Redis
+	proto   protocol      // nil on an unsupported topology
+	eng     engine.Engine // with generations, as the worker runs it
+	closer  io.Closer     // the engine's
 	rules   *cachekeys.Rules
 	log     *slog.Logger
 	prefix  string
@@ -76,8 +78,9 @@ func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = pre
 func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
 
 // New returns a Cache on rdb: a *redis.Client (a standalone server, or the
-// master through a Sentinel failover client). On any other client, such as
-// a *redis.ClusterClient, New logs one ❌ line and every operation returns
+// master through a Sentinel failover client) or a *redis.ClusterClient (the
+// protocol's cluster form, see ClusterGuardKeys). On any other client, such
+// as a *redis.Ring, New logs one ❌ line and every operation returns
 // ErrUnsupportedTopology (Fetch too: it does not silently stop caching).
 // Call Close when done.
 func New(rdb redis.UniversalClient, opts ...Option) *Cache {
@@ -89,33 +92,39 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 		o.log = slog.New(slog.DiscardHandler)
 	}
 	c := &Cache{rules: o.rules, log: o.log, prefix: o.prefix, metrics: newMetrics(o.reg, o.log)}
-	client, ok := rdb.(*redis.Client)
-	if !ok {
+	switch client := rdb.(type) {
+	case *redis.Client:
+		eng, err := engine.NewRedis(client, engine.Config{Generations: true})
+		if err != nil { // the config is valid: not reached
+			panic(err)
+		}
+		c.proto, c.eng, c.closer = nodeProtocol{client}, eng, eng
+	case *redis.ClusterClient:
+		eng, err := engine.NewCluster(client, engine.Config{Generations: true})
+		if err != nil { // the config is valid: not reached
+			panic(err)
+		}
+		c.proto, c.eng, c.closer = clusterProtocol{client}, eng, eng
+	default:
 		c.log.Error("❌ cache: unsupported Redis client, every operation will fail", slog.String("client", fmt.Sprintf("%T", rdb)))
-		return c
 	}
-	eng, err := engine.NewRedis(client, engine.Config{Generations: true})
-	if err != nil { // the zero config is valid: not reached
-		panic(err)
-	}
-	c.rdb, c.eng = client, eng
 	return c
 }
 
 // Close stops the engine's sweep, if one runs; a Clear in progress fails.
 // It does not close the Redis client. Safe to call more than once.
 func (c *Cache) Close() error {
-	if c.eng == nil {
+	if c.closer == nil {
 		return nil
 	}
-	return c.eng.Close()
+	return c.closer.Close()
 }
 
-func (c *Cache) client() (*redis.Client, error) {
-	if c.rdb == nil {
+func (c *Cache) client() (protocol, error) {
+	if c.proto == nil {
 		return nil, ErrUnsupportedTopology
 	}
-	return c.rdb, nil
+	return c.proto, nil
 }
 
 // Get reads key and decodes its JSON value into dst. found is false when
@@ -123,12 +132,12 @@ func (c *Cache) client() (*redis.Client, error) {
 // covers it (an exact key or a pattern handled by the worker since the
 // value was written): one round trip either way.
 func (c *Cache) Get(ctx context.Context, key string, dst any) (found bool, err error) {
-	rdb, err := c.client()
+	proto, err := c.client()
 	if err != nil {
 		return false, err
 	}
 	key = c.prefix + key
-	b, ok, err := read(ctx, rdb, key)
+	b, ok, err := proto.read(ctx, key)
 	if err != nil {
 		return false, err
 	}
@@ -158,7 +167,7 @@ func (c *Cache) miss(ctx context.Context, key string) {
 // unconditional write: to store what a load returned, without ever storing
 // it after a newer invalidation, use Fetch.
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	rdb, err := c.client()
+	proto, err := c.client()
 	if err != nil {
 		return err
 	}
@@ -170,7 +179,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 		return fmt.Errorf("cache: encode %s: %w", key, err)
 	}
 	key = c.prefix + key
-	if err := set(ctx, rdb, key, b, ttl); err != nil {
+	if err := proto.set(ctx, key, b, ttl); err != nil {
 		return err
 	}
 	c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
@@ -205,31 +214,15 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 // Exists counts the keys that Get would find (a key named twice counts
 // twice, as with EXISTS), in one round trip.
 func (c *Cache) Exists(ctx context.Context, keys ...string) (int64, error) {
-	rdb, err := c.client()
+	proto, err := c.client()
 	if err != nil {
 		return 0, err
 	}
-	pipe := rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(keys))
+	full := make([]string, len(keys))
 	for i, k := range keys {
-		cmds[i] = readScript.EvalSha(ctx, pipe, scriptKeys(c.prefix+k))
+		full[i] = c.prefix + k
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return 0, fmt.Errorf("cache: exists: %w", err)
-		}
-		if err := readScript.Load(ctx, rdb).Err(); err != nil {
-			return 0, fmt.Errorf("cache: exists: %w", err)
-		}
-		return c.Exists(ctx, keys...)
-	}
-	var n int64
-	for _, cmd := range cmds {
-		if cmd.Err() == nil {
-			n++
-		}
-	}
-	return n, nil
+	return proto.exists(ctx, full)
 }
 
 // Clear removes every key matching pattern (a glob, checked like a rule

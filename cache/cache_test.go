@@ -20,7 +20,11 @@ type analytics struct {
 
 func TestGetSetDeleteExists(t *testing.T) {
 	t.Parallel()
-	rdb, c, logs := newTestCache(t)
+	forEachTopology(t, testGetSetDeleteExists)
+}
+
+func testGetSetDeleteExists(t *testing.T, rdb redis.UniversalClient) {
+	c, logs := newCacheOn(t, rdb)
 	ctx := t.Context()
 	want := analytics{Course: "42", Students: 31, Score: 0.8}
 	if err := c.Set(ctx, "cache:course_analytics:42", want, time.Minute); err != nil {
@@ -59,7 +63,13 @@ func TestGetSetDeleteExists(t *testing.T) {
 // outside the protocol, and one whose scope generation moved.
 func TestGetStamp(t *testing.T) {
 	t.Parallel()
-	rdb, c, _ := newTestCache(t)
+	forEachTopology(t, func(t *testing.T, rdb redis.UniversalClient) {
+		c, _ := newCacheOn(t, rdb)
+		testGetStamp(t, rdb, c)
+	})
+}
+
+func testGetStamp(t *testing.T, rdb redis.UniversalClient, c *Cache) {
 	ctx := t.Context()
 	rdb.Set(ctx, "cache:raw:1", `{"course":"1"}`, time.Minute)
 	var v analytics
@@ -72,7 +82,7 @@ func TestGetStamp(t *testing.T) {
 		t.Error("a value older than its scope's generation was found")
 	}
 	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
-	rdb.Unlink(ctx, engine.GenerationKey("cache:course_analytics:7:a"))
+	rdb.Unlink(ctx, ownGeneration(rdb, "cache:course_analytics:7:a"))
 	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
 		t.Error("a value whose own generation was removed was found")
 	}
@@ -84,7 +94,13 @@ func TestClear(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, c, _ := newTestCache(t, WithRules(rules), WithPrefix("cache:"))
+	forEachTopology(t, func(t *testing.T, rdb redis.UniversalClient) {
+		c, _ := newCacheOn(t, rdb, WithRules(rules), WithPrefix("cache:"))
+		testClear(t, c, rules)
+	})
+}
+
+func testClear(t *testing.T, c *Cache, rules *cachekeys.Rules) {
 	ctx := t.Context()
 	for _, k := range []string{"course_analytics:42:a", "course_analytics:42:b", "course_analytics:420:a"} {
 		if err := c.Set(ctx, k, 1, time.Minute); err != nil {
@@ -112,9 +128,9 @@ func TestClear(t *testing.T) {
 
 func TestUnsupportedTopology(t *testing.T) {
 	t.Parallel()
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
-	defer cc.Close()
-	c := New(cc, WithLogger(slog.New(slog.DiscardHandler)))
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, HeartbeatFrequency: time.Hour})
+	defer ring.Close()
+	c := New(ring, WithLogger(slog.New(slog.DiscardHandler)))
 	if _, err := c.Get(t.Context(), "k:1", new(int)); !errors.Is(err, ErrUnsupportedTopology) {
 		t.Errorf("Get = %v", err)
 	}

@@ -28,7 +28,7 @@ import (
 // A Cache on an unsupported topology returns ErrUnsupportedTopology.
 func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
 	var zero T
-	rdb, err := c.client()
+	proto, err := c.client()
 	if err != nil {
 		return zero, err
 	}
@@ -36,7 +36,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 		return zero, err
 	}
 	full := c.prefix + key
-	b, ok, err := read(ctx, rdb, full)
+	b, ok, err := proto.read(ctx, full)
 	if err != nil {
 		return fallback(ctx, c, err, full, load)
 	}
@@ -50,7 +50,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 		// An undecodable value (another type under this key) is refilled.
 	}
 	c.miss(ctx, full)
-	tokens, err := claim(ctx, rdb, full)
+	tokens, err := proto.claim(ctx, full)
 	if err != nil {
 		return fallback(ctx, c, err, full, load)
 	}
@@ -79,7 +79,7 @@ func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	if err != nil {
 		return v, fmt.Errorf("cache: encode %s: %w", key, err)
 	}
-	stored, err := fill(ctx, c.rdb, key, b, ttl, tokens)
+	stored, err := c.proto.fill(ctx, key, b, ttl, tokens)
 	switch {
 	case err != nil:
 		c.outage(ctx, err)

@@ -29,6 +29,79 @@ func newTestCache(tb testing.TB, opts ...Option) (*redis.Client, *Cache, *logBuf
 	return rdb, c, logs
 }
 
+// topology starts a Redis of one kind for a test: the Cache takes either.
+type topology struct {
+	name  string
+	start func(tb testing.TB) redis.UniversalClient
+}
+
+var topologies = []topology{
+	{"server", func(tb testing.TB) redis.UniversalClient { return testserver.RedisClient(tb, testserver.Redis(tb)) }},
+	{"cluster", func(tb testing.TB) redis.UniversalClient {
+		return testserver.ClusterClient(tb, testserver.RedisCluster(tb, 3))
+	}},
+}
+
+// forEachTopology runs f in a parallel subtest per topology, each on a
+// Redis of its own.
+func forEachTopology(t *testing.T, f func(t *testing.T, rdb redis.UniversalClient)) {
+	t.Helper()
+	for _, top := range topologies {
+		t.Run(top.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, top.start(t))
+		})
+	}
+}
+
+// newCacheOn returns a Cache on rdb, logging into a buffer the test can read.
+func newCacheOn(tb testing.TB, rdb redis.UniversalClient, opts ...Option) (*Cache, *logBuffer) {
+	tb.Helper()
+	logs := &logBuffer{}
+	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
+	c := New(rdb, opts...)
+	if c.proto == nil {
+		tb.Fatalf("no protocol for %T", rdb)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c, logs
+}
+
+// newEngineOn returns the engine the worker would run on rdb, with
+// generations on.
+func newEngineOn(tb testing.TB, rdb redis.UniversalClient, cfg engine.Config) engine.Engine {
+	tb.Helper()
+	cfg.Generations = true
+	var (
+		e interface {
+			engine.Engine
+			Close() error
+		}
+		err error
+	)
+	switch c := rdb.(type) {
+	case *redis.Client:
+		e, err = engine.NewRedis(c, cfg)
+	case *redis.ClusterClient:
+		e, err = engine.NewCluster(c, cfg)
+	default:
+		tb.Fatalf("no engine for %T", rdb)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// ownGeneration returns the own generation key of key on rdb's topology.
+func ownGeneration(rdb redis.UniversalClient, key string) string {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return engine.ClusterGenerationKey(key)
+	}
+	return engine.GenerationKey(key)
+}
+
 // newEngine returns the engine the worker would use, with generations on.
 func newEngine(tb testing.TB, rdb *redis.Client, cfg engine.Config) *engine.Redis {
 	tb.Helper()

@@ -4,14 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 )
 
 // visibility is what one pattern invalidation run measured.
@@ -74,16 +78,39 @@ func populate(tb testing.TB, rdb *redis.Client, keyspace int) {
 	flush()
 }
 
-// readAll reads keys through read.lua in pipelines of 1000 and returns how
-// many hit.
-func readAll(tb testing.TB, rdb *redis.Client, keys []string) int {
+// readAll reads keys through c (Exists: the reads of Get, pipelined), in
+// chunks of 500 on 4 goroutines, and returns how many hit.
+func readAll(tb testing.TB, c *Cache, keys []string) int {
+	tb.Helper()
+	var g errgroup.Group
+	g.SetLimit(4)
+	var hits atomic.Int64
+	for chunk := range slices.Chunk(keys, 500) {
+		g.Go(func() error {
+			n, err := c.Exists(context.Background(), chunk...)
+			hits.Add(n)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		tb.Fatal(err)
+	}
+	return int(hits.Load())
+}
+
+// readScriptAll reads keys through read.lua (the one-call read shipped for
+// other languages), pipelined, and returns how many hit.
+func readScriptAll(tb testing.TB, rdb *redis.Client, keys []string) int {
 	tb.Helper()
 	ctx := context.Background()
+	if err := readScript.Load(ctx, rdb).Err(); err != nil {
+		tb.Fatal(err)
+	}
 	hits := 0
-	for lo := 0; lo < len(keys); lo += 1000 {
+	for chunk := range slices.Chunk(keys, 1000) {
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.Cmd, 0, 1000)
-		for _, k := range keys[lo:min(lo+1000, len(keys))] {
+		cmds := make([]*redis.Cmd, 0, len(chunk))
+		for _, k := range chunk {
 			cmds = append(cmds, readScript.EvalSha(ctx, pipe, scriptKeys(k)))
 		}
 		_, _ = pipe.Exec(ctx)
@@ -133,12 +160,14 @@ func scanPass(tb testing.TB, rdb *redis.Client) time.Duration {
 func measureVisibility(tb testing.TB, rdb *redis.Client, keyspace, budget int) visibility {
 	tb.Helper()
 	populate(tb, rdb, keyspace)
-	if err := readScript.Load(context.Background(), rdb).Err(); err != nil {
-		tb.Fatal(err)
-	}
+	c := New(rdb, WithLogger(discard))
+	defer c.Close()
 	matching, others := keys("cache:course_analytics:42:", 0, matches), keys("cache:course_analytics:420:", matches, matches+otherKeys)
-	if h := readAll(tb, rdb, matching); h != matches {
+	if h := readAll(tb, c, matching); h != matches {
 		tb.Fatalf("%d of %d keys hit before the invalidation", h, matches)
+	}
+	if h := readScriptAll(tb, rdb, matching); h != matches {
+		tb.Fatalf("%d of %d keys hit through read.lua before the invalidation", h, matches)
 	}
 	m := visibility{keyspace: keyspace, scanPass: scanPass(tb, rdb)}
 	rules, err := cachekeys.Load("../testdata/rules.yaml")
@@ -158,20 +187,34 @@ func measureVisibility(tb testing.TB, rdb *redis.Client, keyspace, budget int) v
 		eng.Apply(ctx, []engine.Job{{Exact: plan.Exact, Patterns: plan.Patterns}}, func(int, engine.Result, error) {})
 	}()
 	defer func() { cancel(); <-applied }()
-	probe := matching[len(matching)-1:]
-	for readAll(tb, rdb, probe) != 0 {
+	probe := matching[len(matching)-1]
+	for {
+		var v map[string]any
+		found, err := c.Get(ctx, probe, &v)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if !found {
+			break
+		}
 		if time.Since(start) > 10*time.Second {
 			tb.Fatal("no read missed within 10s")
 		}
 	}
 	m.firstMiss = time.Since(start)
-	if h := readAll(tb, rdb, matching); h != 0 {
+	if h := readAll(tb, c, matching); h != 0 {
 		tb.Fatalf("%d keys still hit after the first miss", h)
 	}
 	m.allMissed = time.Since(start)
 	exists := rdb.Exists(context.Background(), matching...).Val()
 	m.stillThere = exists
-	m.otherHits = readAll(tb, rdb, others)
+	if h := readScriptAll(tb, rdb, matching); h != 0 {
+		tb.Fatalf("%d keys still hit through read.lua", h)
+	}
+	m.otherHits = readAll(tb, c, others)
+	if h := readScriptAll(tb, rdb, others); h != m.otherHits {
+		tb.Fatalf("read.lua found %d of course 420's keys, Exists %d", h, m.otherHits)
+	}
 	return m
 }
 
@@ -222,4 +265,70 @@ func BenchmarkPatternInvalidationVisibility(b *testing.B) {
 		b.ReportMetric(float64(m.scanPass.Milliseconds()), "scan-pass-ms")
 		b.StartTimer()
 	}
+}
+
+// TestClusterPatternInvalidationVisibleAtOnce: on a 3-master Redis
+// Cluster, the cluster engine (as the worker runs it) advances the scope
+// generation before its sweep, so every key under
+// cache:course_analytics:42: misses through the protocol while the sweep,
+// paced, has not removed it yet; course 420's keys still hit, and once the
+// job is done the keys are gone.
+func TestClusterPatternInvalidationVisibleAtOnce(t *testing.T) {
+	t.Parallel()
+	rdb := topologies[1].start(t)
+	c, _ := newCacheOn(t, rdb, WithLogger(discard))
+	ctx := t.Context()
+	const n, fillers = 2000, 30_000
+	matching, others := keys("cache:course_analytics:42:", 0, n), keys("cache:course_analytics:420:", n, n+otherKeys)
+	var g errgroup.Group
+	g.SetLimit(16)
+	for _, k := range append(slices.Clone(matching), others...) {
+		g.Go(func() error { return c.Set(ctx, k, map[string]any{"course": k}, visibleTTL) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	for i := range fillers {
+		pipe.Set(ctx, "fill:"+strconv.Itoa(i), "x", 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := readAll(t, c, matching); h != n {
+		t.Fatalf("%d of %d keys hit before the invalidation", h, n)
+	}
+	eng := newEngineOn(t, rdb, engine.Config{Sweep: sweep.Config{Budget: 4000}})
+	applied := make(chan error, 1)
+	go func() {
+		_, err := engine.Invalidate(ctx, eng, engine.Job{Patterns: []string{"cache:course_analytics:42:*"}})
+		applied <- err
+	}()
+	testserver.Eventually(t, "a read of course 42 to miss", 10*time.Second, func() bool {
+		return readAll(t, c, matching[:1]) == 0
+	})
+	if h := readAll(t, c, matching); h != 0 {
+		t.Fatalf("%d keys still hit after the first miss", h)
+	}
+	var there int64
+	for _, k := range matching {
+		there += rdb.Exists(ctx, k).Val()
+	}
+	if there == 0 {
+		t.Fatal("the sweep had removed every key before the reads missed: the test shows nothing")
+	}
+	if h := readAll(t, c, others); h != otherKeys {
+		t.Fatalf("%d of course 420's %d keys hit, want all", h, otherKeys)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	var left int64
+	for _, k := range matching {
+		left += rdb.Exists(ctx, k).Val()
+	}
+	if left != 0 {
+		t.Fatalf("%d keys of course 42 left after the sweep", left)
+	}
+	t.Logf("all %d keys missed while %d were not yet swept; course 420 all hit", n, there)
 }

@@ -201,6 +201,16 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 	counts := make([][]*redis.IntCmd, len(jobs))
 	for i, job := range jobs {
 		if errs[i] != nil {
+			// The job failed before its keys; the fills its scopes drained
+			// (a registry is gone once drained) still lose their
+			// generations, or one of them could write after the retry's sweep.
+			if fills != nil {
+				for _, group := range bySlot(fills[i]) {
+					for c := range slices.Chunk(group, unlinkChunk) {
+						pipe.Unlink(ctx, generationKeys(c)...)
+					}
+				}
+			}
 			continue
 		}
 		for _, group := range bySlot(job.Exact) {
@@ -312,15 +322,20 @@ func bySlot(keys []string) [][]string {
 }
 
 // drain takes and deletes the fill registry of each pattern scope of each
-// job, in one round trip, and returns per job the keys of the fills it
-// found. A job whose drain fails gets the error in errs.
+// job and advances each scope's generation (a SET to a token fresh for the
+// batch, as on one node: readers of stamped values, package cache, miss at
+// once), in one round trip, and returns per job the keys of the fills it
+// found. A job whose drain or advance fails gets the error in errs.
 func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error) [][]string {
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]*redis.Cmd, len(jobs))
+	sets := make([][]*redis.StatusCmd, len(jobs))
+	token := newGenerationToken()
 	for i, job := range jobs {
 		for _, scope := range scopes(job.Patterns) {
 			key := FillRegistryKey(scope)
 			cmds[i] = append(cmds[i], pipe.Eval(ctx, drainRegistry, []string{key}))
+			sets[i] = append(sets[i], pipe.Set(ctx, GenerationKey(scope), token, DefaultGenerationTTL))
 		}
 	}
 	if pipe.Len() == 0 {
@@ -328,12 +343,22 @@ func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error) [][]strin
 	}
 	_, _ = pipe.Exec(ctx)
 	fills := make([][]string, len(jobs))
+	for i, ss := range sets {
+		for _, s := range ss {
+			if err := s.Err(); err != nil {
+				errs[i] = fmt.Errorf("advance scope generation: %w", err)
+				break
+			}
+		}
+	}
 	for i, cs := range cmds {
 		for _, c := range cs {
 			members, err := c.StringSlice()
 			if err != nil {
-				errs[i] = fmt.Errorf("drain fill registry: %w", err)
-				break
+				if errs[i] == nil {
+					errs[i] = fmt.Errorf("drain fill registry: %w", err)
+				}
+				continue // the fills other scopes drained still lose their generations
 			}
 			for _, m := range members {
 				fills[i] = append(fills[i], FillMemberKey(m))

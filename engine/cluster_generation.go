@@ -29,7 +29,11 @@ import "strings"
 //   - Exact key K: one script in K's slot UNLINKs ClusterGenerationKey(K)
 //     and then K, atomically.
 //   - Pattern with scope P: first a script takes every member of
-//     FillRegistryKey(P) and deletes the set (atomically, at time tm); then
+//     FillRegistryKey(P) and deletes the set (atomically, at time tm), and
+//     in the same round trip GenerationKey(P) is SET to a fresh token, as on
+//     one node, for readers of stamped values (package cache: they compare
+//     a value's stamp with the current generations, see cache/cluster.go);
+//     then
 //     the own generation of each member's key is UNLINKed, and only once
 //     that returned does the sweep start (at ts). A pattern without glob
 //     characters names one key and is handled as an exact key.

@@ -86,7 +86,8 @@ func TestSlot(t *testing.T) {
 // Exact keys with generations: each key's generation (in its slot) is gone
 // with the key, a batch of keys across many slots needs no multi-slot
 // command, and a fill registry of a pattern's scope is drained and its
-// fills' generations removed before the sweep.
+// fills' generations removed before the sweep, and the scope's own
+// generation advanced.
 func TestClusterGenerations(t *testing.T) {
 	e, rdb := newCluster(t, nil, engine.Config{Generations: true})
 	ctx := t.Context()
@@ -116,6 +117,18 @@ func TestClusterGenerations(t *testing.T) {
 	}
 	if n := rdb.Exists(ctx, engine.ClusterGenerationKey(filled), engine.FillRegistryKey(p+"s:7:")).Val(); n != 0 {
 		t.Errorf("the drained fill's generation or the registry is still there")
+	}
+	// The scope's generation holds a fresh token (stamped readers miss),
+	// and a second invalidation replaces it.
+	first, err := rdb.Get(ctx, engine.GenerationKey(p+"s:7:")).Result()
+	if err != nil || first == "" || first == "0" {
+		t.Fatalf("scope generation after the pattern = %q, %v; want a token", first, err)
+	}
+	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if again := rdb.Get(ctx, engine.GenerationKey(p+"s:7:")).Val(); again == first {
+		t.Errorf("a second pattern invalidation left the scope's token %q", first)
 	}
 }
 

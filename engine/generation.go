@@ -90,19 +90,11 @@ import (
 // removal; it is in exactMany (redis.go) and the tests that expect exact
 // generations to hold tokens. BenchmarkExact measures both forms.
 //
-// # Redis Cluster (issue 9, not built)
+// # Redis Cluster
 //
-// UNLINK k gen:k and the guarded script span slots there. An exact key's
-// generation key can live in the key's own slot: prefix it with a hash tag
-// that hashes to that slot (a table of one short tag per slot, 16384
-// entries, so it works for keys with or without tags of their own):
-// invalidator:gen:{<tag of slot(k)>}k. Exact keys are already to be grouped
-// by slot, so UNLINK k1 gen:k1 … per slot stays one command, and the
-// script's own-generation check stays in the key's slot. Scope generations
-// are then in other slots: either the fill re-reads them after its write and
-// UNLINKs the key if one moved (safe because the sweep that follows a
-// scope's SET removes whatever was written before it), or each scope
-// generation is kept per slot. Either needs its own proof there.
+// UNLINK k gen:k and the guarded script span slots there: the cluster form
+// is in cluster_generation.go (and, for readers of stamped values, in
+// package cache's cluster.go).
 const (
 	// DefaultGenerationKeyPrefix starts every generation key.
 	DefaultGenerationKeyPrefix = "invalidator:gen:"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
@@ -37,7 +38,7 @@ func GenerationKeys(key string) []string {
 // for the proof. SET with both NX and GET needs Redis 7.0.
 func (w *Warmer) generations(ctx context.Context, key string) ([]string, error) {
 	if c, ok := w.rdb.(*redis.ClusterClient); ok {
-		return claimOnCluster(ctx, c, key)
+		return claimOnCluster(ctx, c, key, w.cfg.Stamp)
 	}
 	keys := GenerationKeys(key)
 	token := engine.NewGenerationToken()
@@ -106,7 +107,7 @@ return 1
 
 func (w *Warmer) store(ctx context.Context, req cachekeys.WarmRequest, body []byte, gens []string) (bool, error) {
 	if c, ok := w.rdb.(*redis.ClusterClient); ok {
-		return storeOnCluster(ctx, c, req, body, gens)
+		return storeOnCluster(ctx, c, req, body, gens, w.cfg.Stamp)
 	}
 	keys := append([]string{req.Key}, GenerationKeys(req.Key)...)
 	args := []any{body, strconv.FormatInt(req.TTL.Milliseconds(), 10)}
@@ -137,8 +138,15 @@ func (w *Warmer) store(ctx context.Context, req cachekeys.WarmRequest, body []by
 //     SETs key: both keys are in key's slot;
 //  4. leave the registries (SREM, best effort; the TTL bounds what is left).
 //
-// claimOnCluster does 1 and 2 and returns the claimed token and t.
-func claimOnCluster(ctx context.Context, c *redis.ClusterClient, key string) ([]string, error) {
+// With Config.Stamp, step 2 also claims the generation of each segment
+// prefix (SET NX GET, one pipeline with the own one), and step 3 writes the
+// value with package cache's stamp of the claimed tokens
+// (ClusterStampedFillScript), so that readers through package cache find
+// it; they compare the stamp with the current generations themselves.
+//
+// claimOnCluster does 1 and 2 and returns the claimed token, t, and with
+// stamp the tokens of the segment prefixes' generations.
+func claimOnCluster(ctx context.Context, c *redis.ClusterClient, key string, stamp bool) ([]string, error) {
 	token := engine.NewGenerationToken()
 	member := engine.FillMember(token, key)
 	pipe := c.Pipeline()
@@ -152,21 +160,72 @@ func claimOnCluster(ctx context.Context, c *redis.ClusterClient, key string) ([]
 			return nil, fmt.Errorf("register fill: %w", err)
 		}
 	}
-	held, err := c.SetArgs(ctx, engine.ClusterGenerationKey(key), token,
-		redis.SetArgs{Mode: "NX", Get: true, TTL: engine.DefaultGenerationTTL}).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		held = token
-	case err != nil:
-		return nil, fmt.Errorf("claim generation: %w", err)
+	guards := []string{engine.ClusterGenerationKey(key)}
+	if stamp {
+		for _, p := range cachekeys.SegmentPrefixes(key) {
+			guards = append(guards, engine.GenerationKey(p))
+		}
 	}
-	return []string{held, token}, nil
+	pipe = c.Pipeline()
+	cmds := make([]*redis.StatusCmd, len(guards))
+	for i, g := range guards {
+		cmds[i] = pipe.SetArgs(ctx, g, token, redis.SetArgs{Mode: "NX", Get: true, TTL: engine.DefaultGenerationTTL})
+	}
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	gens := make([]string, 0, 1+len(guards))
+	for _, cmd := range cmds {
+		held, err := cmd.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			held = token
+		case err != nil:
+			return nil, fmt.Errorf("claim generation: %w", err)
+		}
+		gens = append(gens, held)
+		if len(gens) == 1 {
+			gens = append(gens, token)
+		}
+	}
+	return gens, nil
 }
 
+// ClusterStampedFillScript is package cache's cluster fill script
+// (cache/cluster_fill.lua, the same text: a test compares them), copied for
+// the reason StampedFillScript is.
+const ClusterStampedFillScript = `-- cluster_fill.lua: the guarded write on a Redis Cluster, in the key's slot.
+-- KEYS[1]  the cache key K
+-- KEYS[2]  its own generation, invalidator:gen:{<tag>}K: hash-tagged into
+--          K's slot (see the README for the tag of each slot)
+-- ARGV[1]  the payload (JSON)
+-- ARGV[2]  the value's TTL in ms
+-- ARGV[3]  the token claimed on KEYS[2]
+-- ARGV[4]  the stamp: '@gen <token> <token> ...\n', the tokens claimed on
+--          the guard generations in the order of read.lua
+-- Writes the stamp .. payload to K and returns 1 only if K's own
+-- generation still holds its claimed token; otherwise 0. The scope
+-- generations live in other slots: the client checks them after this
+-- (GET each) and runs cluster_unfill.lua if one moved.
+local g = redis.call('GET', KEYS[2]) or '0'
+if g ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[4] .. ARGV[1], 'PX', ARGV[2])
+return 1
+`
+
+var clusterStampedSet = redis.NewScript(ClusterStampedFillScript)
+
 // storeOnCluster does 3 and 4: gens is what claimOnCluster returned.
-func storeOnCluster(ctx context.Context, c *redis.ClusterClient, req cachekeys.WarmRequest, body []byte, gens []string) (bool, error) {
+func storeOnCluster(ctx context.Context, c *redis.ClusterClient, req cachekeys.WarmRequest, body []byte, gens []string, stamp bool) (bool, error) {
 	keys := []string{req.Key, engine.ClusterGenerationKey(req.Key)}
-	n, err := guardedSet.Run(ctx, c, keys, body, strconv.FormatInt(req.TTL.Milliseconds(), 10), gens[0]).Int()
+	ttl := strconv.FormatInt(req.TTL.Milliseconds(), 10)
+	var n int
+	var err error
+	if stamp {
+		tokens := append([]string{gens[0]}, gens[2:]...) // the own token, then the prefixes'
+		head := "@gen " + strings.Join(tokens, " ") + "\n"
+		n, err = clusterStampedSet.Run(ctx, c, keys, body, ttl, gens[0], head).Int()
+	} else {
+		n, err = guardedSet.Run(ctx, c, keys, body, ttl, gens[0]).Int()
+	}
 	member := engine.FillMember(gens[1], req.Key)
 	pipe := c.Pipeline()
 	for _, p := range cachekeys.SegmentPrefixes(req.Key) {

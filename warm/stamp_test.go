@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,70 @@ import (
 func TestStampedFillScriptIsTheCacheOne(t *testing.T) {
 	if warm.StampedFillScript != cache.FillScript {
 		t.Fatal("warm.StampedFillScript differs from cache/fill.lua: copy the file again")
+	}
+}
+
+// So is its copy of the cluster form (cache/cluster_fill.lua).
+func TestClusterStampedFillScriptIsTheCacheOne(t *testing.T) {
+	if warm.ClusterStampedFillScript != cache.ClusterFillScript {
+		t.Fatal("warm.ClusterStampedFillScript differs from cache/cluster_fill.lua: copy the file again")
+	}
+}
+
+// TestClusterStampedWarmIsAHitForTheCachePackage: the same on a 3-master
+// Redis Cluster, where the stamp covers generations in other slots than
+// the key, and the invalidation is the cluster engine's own.
+func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
+	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
+	ctx := context.Background()
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"course":42,"version":2}`))
+	}))
+	t.Cleanup(src.Close)
+	host, _, _ := net.SplitHostPort(strings.TrimPrefix(src.URL, "http://"))
+	c := cache.New(rdb)
+	t.Cleanup(func() { _ = c.Close() })
+	w, err := warm.New(rdb, warm.Config{Stamp: true}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.NewCluster(rdb, engine.Config{Generations: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	for i := range 20 { // keys in many slots
+		key := "cache:course_analytics:42:" + strconv.Itoa(i)
+		req := cachekeys.WarmRequest{Key: key, URL: src.URL + "/c/42", Host: host, TTL: time.Minute}
+		if out := w.Warm(ctx, req); out != warm.Stored {
+			t.Fatalf("%s: outcome %s, want stored", key, out)
+		}
+		var got map[string]any
+		if found, err := c.Get(ctx, key, &got); err != nil || !found || got["version"] != 2.0 {
+			t.Fatalf("%s: cache Get = %v, %v, %v; want the warmed value", key, found, err, got)
+		}
+	}
+	// An exact invalidation through the engine: gone, and a miss.
+	if _, err := engine.Invalidate(ctx, eng, engine.Job{Exact: []string{"cache:course_analytics:42:0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := c.Get(ctx, "cache:course_analytics:42:0", new(map[string]any)); err != nil || found {
+		t.Fatalf("after the exact invalidation: found %v, %v", found, err)
+	}
+	// A pattern invalidation advances the scope's generation before the
+	// sweep: set as the engine sets it, readers miss while the keys remain.
+	if err := rdb.Set(ctx, engine.GenerationKey(cachekeys.PatternScope("cache:course_analytics:42:*")), "a-new-token", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 20; i++ {
+		key := "cache:course_analytics:42:" + strconv.Itoa(i)
+		if rdb.Exists(ctx, key).Val() != 1 {
+			t.Fatalf("%s is gone: the miss would prove nothing", key)
+		}
+		if found, err := c.Get(ctx, key, new(map[string]any)); err != nil || found {
+			t.Fatalf("%s after the scope moved: found %v, %v; want a miss", key, found, err)
+		}
 	}
 }
 
