@@ -31,18 +31,25 @@ func TestClusterStampedFillScriptIsTheCacheOne(t *testing.T) {
 	}
 }
 
-// TestClusterStampedWarmIsAHitForTheCachePackage: the same on a 3-master
-// Redis Cluster, where the stamp covers generations in other slots than
-// the key, and the invalidation is the cluster engine's own.
-func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
-	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
-	ctx := context.Background()
+// courseSource starts a source that answers {"course":42,"version":2} and
+// returns it and its host.
+func courseSource(t *testing.T) (*httptest.Server, string) {
 	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"course":42,"version":2}`))
 	}))
 	t.Cleanup(src.Close)
 	host, _, _ := net.SplitHostPort(strings.TrimPrefix(src.URL, "http://"))
+	return src, host
+}
+
+// TestClusterStampedWarmIsAHitForTheCachePackage: the same on a 3-master
+// Redis Cluster, where the stamp covers generations in other slots than
+// the key, and the invalidation is the cluster engine's own.
+func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
+	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
+	ctx := context.Background()
+	src, host := courseSource(t)
 	c := cache.New(rdb)
 	t.Cleanup(func() { _ = c.Close() })
 	w, err := warm.New(rdb, warm.Config{Stamp: true}, nil, nil)
@@ -95,12 +102,7 @@ func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 func TestStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	rdb := testserver.RedisClient(t, testserver.Redis(t))
 	ctx := context.Background()
-	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"course":42,"version":2}`))
-	}))
-	t.Cleanup(src.Close)
-	host, _, _ := net.SplitHostPort(strings.TrimPrefix(src.URL, "http://"))
+	src, host := courseSource(t)
 	c := cache.New(rdb)
 	t.Cleanup(func() { _ = c.Close() })
 	for _, stamp := range []bool{true, false} {
