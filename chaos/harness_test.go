@@ -1,13 +1,11 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,14 +58,14 @@ type rig struct {
 	env      []string // settings for the worker on top of the defaults
 
 	mu      sync.Mutex
-	workers []*proc
+	workers []*testproc.Proc
 }
 
 // newRig starts the servers of one scenario; extra are worker settings
 // (NAME=value) and redisArgs more redis-server options.
 func newRig(t *testing.T, aof bool, redisArgs []string, extra ...string) *rig {
 	t.Helper()
-	binary(t) // build before the servers start
+	testproc.Binary(t) // build before the servers start
 	r := &rig{t: t, env: extra}
 	var err error
 	r.redis, err = servers.StartRedis(context.Background(), servers.RedisOptions{Dir: t.TempDir(), AppendOnly: aof, Args: redisArgs})
@@ -143,13 +142,13 @@ func (r *rig) environ() []string {
 }
 
 // startWorker runs `invalidator run` and waits until it logs that it started.
-func (r *rig) startWorker() *proc {
+func (r *rig) startWorker() *testproc.Proc {
 	r.t.Helper()
-	p := start(r.t, r.environ(), "run")
+	p := failureLog.Start(r.t, r.environ(), "run")
 	r.mu.Lock()
 	r.workers = append(r.workers, p)
 	r.mu.Unlock()
-	p.waitLog(r.t, `"worker started"`, 30*time.Second)
+	p.WaitLog(r.t, `"worker started"`, 30*time.Second)
 	return p
 }
 
@@ -166,7 +165,7 @@ func (r *rig) settlements() []settled {
 	defer r.mu.Unlock()
 	var out []settled
 	for _, p := range r.workers {
-		for _, l := range strings.Split(p.stderr.String(), "\n") {
+		for _, l := range strings.Split(p.Stderr.String(), "\n") {
 			var rec struct {
 				Msg      string `json:"msg"`
 				Seq      uint64 `json:"seq"`
@@ -394,100 +393,8 @@ func (s *lagSampler) peaks() (lag, ackPending, redelivered uint64) {
 	return s.peakLag, s.peakAckPending, s.peakRedelivered
 }
 
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// proc is a running invalidator process (the pattern of
-// cmd/invalidator/sigterm_test.go, copied here rather than shared).
-type proc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
-	exited         chan struct{}
-}
-
-// start runs the binary with exactly the given environment; the process is
-// killed at cleanup if it still runs.
-func start(t *testing.T, environ []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(binary(t), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = environ
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", args, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("%v stderr (last 4 KB):\n%s", args, tail(p.stderr.String(), 4096))
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string { return s[max(0, len(s)-n):] }
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("SIGKILLed worker still running after 10s")
-	}
-}
-
-// stop sends SIGTERM and returns the exit code, failing after within.
-func (p *proc) stop(t *testing.T, within time.Duration) int {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		t.Fatalf("worker did not exit within %s of SIGTERM", within)
-		return -1
-	}
-}
-
-// waitLog waits until stderr holds want, failing early if the process exits.
-func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !strings.Contains(p.stderr.String(), want) {
-		select {
-		case <-p.exited:
-			t.Fatalf("worker exited with %d before logging %s", p.cmd.ProcessState.ExitCode(), want)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("worker did not log %s within %s", want, within)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// failureLog is what a failed test logs of each worker: the end of stderr.
+var failureLog = testproc.Runner{StderrTail: 4096}
 
 // applied counts this process's "event applied" log lines.
-func (p *proc) applied() int { return strings.Count(p.stderr.String(), `"event applied"`) }
+func applied(p *testproc.Proc) int { return strings.Count(p.Stderr.String(), `"event applied"`) }

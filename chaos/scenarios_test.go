@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,7 +20,7 @@ import (
 // prints a row for each and writes the table to docs/chaos/results.md.
 func TestFaults(t *testing.T) {
 	began := time.Now()
-	binary(t)
+	testproc.Binary(t)
 	t.Cleanup(func() { writeResults(t, time.Since(began)) })
 	scenarios := []struct {
 		name string
@@ -177,12 +178,12 @@ func testKillMidBatch(t *testing.T) {
 	published := r.publishAsync(b.ids, float64(n)/float64(kills))
 	var held []string
 	for range kills {
-		waitFor(t, "the worker to apply events", 30*time.Second, func() bool { return w.applied() > 0 })
+		waitFor(t, "the worker to apply events", 30*time.Second, func() bool { return applied(w) > 0 })
 		time.Sleep(time.Duration(50+rand.IntN(250)) * time.Millisecond)
 		if info := r.consumerInfo(); info != nil {
 			held = append(held, strconv.Itoa(info.NumAckPending))
 		}
-		w.kill(t)
+		w.Kill(t)
 		w = r.startWorker()
 	}
 	faultEnd := time.Now()
@@ -215,7 +216,7 @@ func testKillMidSweep(t *testing.T) {
 	waitFor(t, "the sweep to be under way", 30*time.Second, func() bool {
 		return r.rdb.DBSize(ctx).Val() <= base-int64(n/10)
 	})
-	w.kill(t)
+	w.Kill(t)
 	left := r.rdb.DBSize(ctx).Val() - (base - int64(n))
 	r.startWorker()
 	faultEnd := time.Now()
@@ -270,7 +271,7 @@ func (r *rig) logged(s string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.workers {
-		if strings.Contains(p.stderr.String(), s) {
+		if strings.Contains(p.Stderr.String(), s) {
 			return true
 		}
 	}
@@ -411,7 +412,7 @@ func testMaxAckPending(t *testing.T) {
 	r.loadKeys("fill:", pick(5000, 20_000), 1)
 	// A worker starts and stops, so the stream and the consumer exist; the
 	// backlog is published while no worker runs.
-	if code := r.startWorker().stop(t, 20*time.Second); code != 0 {
+	if code := r.startWorker().Stop(t, 20*time.Second); code != 0 {
 		t.Fatalf("first worker: exit code %d", code)
 	}
 	for i := range n {
@@ -547,12 +548,12 @@ func testStartStop(t *testing.T) {
 			}
 			waitFor(t, "the event applied", 10*time.Second, func() bool { n, err := r.existing([]string{"item:" + id}); return err == nil && n == 0 })
 			stopping := time.Now()
-			if code := w.stop(t, 20*time.Second); code != 0 {
+			if code := w.Stop(t, 20*time.Second); code != 0 {
 				t.Fatalf("run %s: exit code %d, want 0", id, code)
 			}
 			slowestStop = max(slowestStop, time.Since(stopping))
 		}
-		if left := running(binPath); len(left) > 0 {
+		if left := running(testproc.Binary(t)); len(left) > 0 {
 			t.Fatalf("round %d: invalidator processes left running: %v", round, left)
 		}
 	}

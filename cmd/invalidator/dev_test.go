@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
 )
@@ -62,7 +63,7 @@ func TestDevExampleWorksWhenPasted(t *testing.T) {
 	const password = "d3v-Pa55word"
 	redisAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	p := start(t, []string{
+	p := testproc.Start(t, []string{
 		"PATH=" + os.Getenv("PATH"),
 		"REDIS_URL=redis://:" + password + "@" + redisAddr + "/0",
 		"NATS_URL=" + natsURL,
@@ -70,10 +71,10 @@ func TestDevExampleWorksWhenPasted(t *testing.T) {
 		"HTTP_ADDR=",
 		"LOG_FORMAT=json",
 	}, "dev")
-	p.waitLog(t, "invalidator dev is ready", 30*time.Second)
-	p.waitLog(t, "worker started", 30*time.Second)
+	p.WaitLog(t, "invalidator dev is ready", 30*time.Second)
+	p.WaitLog(t, "worker started", 30*time.Second)
 
-	example := banner(t, p.stderr.String())
+	example := banner(t, p.Stderr.String())
 	// In a fresh terminal: the exports once, then each line in turn.
 	var exports, set, publish, check string
 	for _, l := range example {
@@ -113,12 +114,12 @@ func TestDevExampleWorksWhenPasted(t *testing.T) {
 		t.Errorf("the EXISTS line printed %q, want 0", out)
 	}
 
-	p.signal(t, os.Interrupt)
-	if code := p.wait(t, 60*time.Second); code != exitOK {
+	p.Signal(t, os.Interrupt)
+	if code := p.Wait(t, 60*time.Second); code != exitOK {
 		t.Errorf("dev exit code %d, want 0", code)
 	}
-	if strings.Contains(p.stderr.String()+p.stdout.String(), password) {
-		t.Errorf("dev's output shows the password:\n%s", p.stderr)
+	if strings.Contains(p.Stderr.String()+p.Stdout.String(), password) {
+		t.Errorf("dev's output shows the password:\n%s", p.Stderr)
 	}
 }
 
@@ -128,27 +129,27 @@ func TestDevWarnsAboutARunningNATS(t *testing.T) {
 	t.Parallel()
 	r := testserver.Redis(t)
 	ns := testserver.NATS(t)
-	p := start(t, []string{
+	p := testproc.Start(t, []string{
 		"REDIS_URL=" + r.URL(),
 		"NATS_URL=" + ns.ClientURL(),
 		"INVALIDATOR_RULES=" + absRules(t),
 		"HTTP_ADDR=",
 		"LOG_FORMAT=json",
 	}, "dev")
-	p.waitLog(t, "worker started", 30*time.Second)
+	p.WaitLog(t, "worker started", 30*time.Second)
 	var warning string
-	for _, l := range lines(p.stderr.String()) {
+	for _, l := range lines(p.Stderr.String()) {
 		if strings.HasPrefix(l, "⚠️") && strings.Contains(l, ns.ClientURL()) {
 			warning = l
 		}
 	}
 	for _, want := range []string{"already answers", "EVENTS", "EVENTS_DLQ", "invalidator"} {
 		if !strings.Contains(warning, want) {
-			t.Errorf("the warning %q does not say %q:\n%s", warning, want, p.stderr)
+			t.Errorf("the warning %q does not say %q:\n%s", warning, want, p.Stderr)
 		}
 	}
-	p.signal(t, os.Interrupt)
-	if code := p.wait(t, 60*time.Second); code != exitOK {
+	p.Signal(t, os.Interrupt)
+	if code := p.Wait(t, 60*time.Second); code != exitOK {
 		t.Errorf("dev exit code %d, want 0", code)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -26,15 +27,10 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	removeBinary()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		testproc.Cleanup()
+		os.Exit(code)
+	}))
 }
 
 // given is how a command is called.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
 )
@@ -363,7 +364,7 @@ func TestPurgeProgressBarEdges(t *testing.T) {
 // clears the bar when stopped.
 func TestPurgeProgressBarRun(t *testing.T) {
 	t.Parallel()
-	var out syncBuffer
+	var out testproc.Buffer
 	clock := &fakeClock{t: time.Unix(0, 0)}
 	b := newBar(&out, 1000, clock.now)
 	statuses := make(chan sweep.Status, 1)

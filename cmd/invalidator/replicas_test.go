@@ -15,6 +15,7 @@ import (
 
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/config"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
@@ -33,7 +34,7 @@ import (
 // events it held can only have been applied by the others.
 func TestReplicasShareTheConsumerAndSurviveSIGKILL(t *testing.T) {
 	t.Parallel()
-	binary(t) // build before the servers start
+	testproc.Binary(t) // build before the servers start
 	r := testserver.Redis(t)
 	rdb := testserver.RedisClient(t, r)
 	ns := testserver.NATS(t)
@@ -73,11 +74,11 @@ func TestReplicasShareTheConsumerAndSurviveSIGKILL(t *testing.T) {
 		t.Fatalf("CLIENT PAUSE WRITE: %v", err)
 	}
 	t.Cleanup(func() { _ = rdb.Do(context.Background(), "CLIENT", "UNPAUSE").Err() })
-	replicas := make([]*proc, 3)
+	replicas := make([]*testproc.Proc, 3)
 	addrs := make([]string, len(replicas))
 	for i := range replicas {
 		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-		replicas[i] = start(t, []string{
+		replicas[i] = testproc.Start(t, []string{
 			"REDIS_URL=" + r.URL(),
 			"NATS_URL=" + ns.ClientURL(),
 			"INVALIDATOR_RULES=" + absRules(t),
@@ -95,9 +96,9 @@ func TestReplicasShareTheConsumerAndSurviveSIGKILL(t *testing.T) {
 		}
 		return held[0] > 0 && held[1] > 0 && held[2] > 0
 	})
-	replicas[0].signal(t, syscall.SIGKILL)
+	replicas[0].Signal(t, syscall.SIGKILL)
 	killedAt := time.Now()
-	replicas[0].wait(t, 10*time.Second)
+	replicas[0].Wait(t, 10*time.Second)
 	if err := rdb.Do(ctx, "CLIENT", "UNPAUSE").Err(); err != nil {
 		t.Fatalf("CLIENT UNPAUSE: %v", err)
 	}
@@ -264,23 +265,23 @@ func TestDevNATSCluster(t *testing.T) {
 	r := testserver.Redis(t)
 	rdb := testserver.RedisClient(t, r)
 	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	p := start(t, []string{
+	p := testproc.Start(t, []string{
 		"REDIS_URL=" + r.URL(),
 		"NATS_URL=nats://" + natsAddr,
 		"INVALIDATOR_RULES=" + absRules(t),
 		"HTTP_ADDR=",
 		"LOG_FORMAT=json",
 	}, "dev", "--nats-cluster")
-	p.waitLog(t, "worker started", 60*time.Second)
-	m := regexp.MustCompile(`NATS cluster of 3 embedded JetStream servers on (\S+), streams with 3 replicas`).FindStringSubmatch(p.stderr.String())
+	p.WaitLog(t, "worker started", 60*time.Second)
+	m := regexp.MustCompile(`NATS cluster of 3 embedded JetStream servers on (\S+), streams with 3 replicas`).FindStringSubmatch(p.Stderr.String())
 	if m == nil {
-		t.Fatalf("dev did not say it started a NATS cluster:\n%s", p.stderr)
+		t.Fatalf("dev did not say it started a NATS cluster:\n%s", p.Stderr)
 	}
 	urls := strings.Split(m[1], ",")
 	if len(urls) != 3 || urls[0] != "nats://"+natsAddr {
 		t.Fatalf("cluster URLs %q, want 3 starting with nats://%s", urls, natsAddr)
 	}
-	if !strings.Contains(p.stderr.String(), "NATS_URL="+shellQuote(m[1])) {
+	if !strings.Contains(p.Stderr.String(), "NATS_URL="+shellQuote(m[1])) {
 		t.Errorf("dev's example does not export NATS_URL=%s", m[1])
 	}
 	_, js := testserver.JetStreamCluster(t, m[1])
@@ -314,8 +315,8 @@ func TestDevNATSCluster(t *testing.T) {
 		return err == nil && n == 0
 	})
 
-	p.signal(t, os.Interrupt)
-	if code := p.wait(t, 60*time.Second); code != exitOK {
+	p.Signal(t, os.Interrupt)
+	if code := p.Wait(t, 60*time.Second); code != exitOK {
 		t.Fatalf("dev exit code %d, want 0", code)
 	}
 	for _, u := range urls {

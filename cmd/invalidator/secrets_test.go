@@ -17,6 +17,7 @@ import (
 
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -109,8 +110,8 @@ rules:
 		"INVALIDATOR_RULES=" + rules, "HTTP_ADDR=" + httpAddr, "LOG_LEVEL=debug", "LOG_FORMAT=" + format,
 		"SHUTDOWN_TIMEOUT=10s", "REDIS_SOCKET_TIMEOUT=1s", "REDIS_SOCKET_CONNECT_TIMEOUT=1s",
 	}
-	p := start(t, environ, "run")
-	p.waitLog(t, "worker started", 30*time.Second)
+	p := testproc.Start(t, environ, "run")
+	p.WaitLog(t, "worker started", 30*time.Second)
 
 	// An invalidation, and the warm that follows it.
 	if err := rdb.Set(context.Background(), "cache:course_analytics:9", "old", 0).Err(); err != nil {
@@ -162,11 +163,11 @@ rules:
 	eventually(t, "healthy again", 20*time.Second, func() bool {
 		return tr.request(t, http.MethodGet, base+"/health", "") == http.StatusOK
 	})
-	p.signal(t, syscall.SIGTERM)
-	if code := p.wait(t, 30*time.Second); code != 0 {
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.Wait(t, 30*time.Second); code != 0 {
 		t.Errorf("exit code %d", code)
 	}
-	tr.add("stdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
+	tr.add("stdout:\n%s\nstderr:\n%s", p.Stdout, p.Stderr)
 
 	// Wrong passwords, one server at a time: the process stops with an
 	// error that must not echo them either.
@@ -175,11 +176,11 @@ rules:
 	for _, wrong := range [][2]string{{"REDIS_URL=" + wrongRedis, environ[1]}, {environ[0], "NATS_URL=" + wrongNATS}} {
 		bad := append([]string(nil), environ...)
 		bad[0], bad[1] = wrong[0], wrong[1]
-		q := start(t, bad, "run")
-		if code := q.wait(t, 30*time.Second); code != exitFailure {
+		q := testproc.Start(t, bad, "run")
+		if code := q.Wait(t, 30*time.Second); code != exitFailure {
 			t.Errorf("wrong password: exit code %d, want %d", code, exitFailure)
 		}
-		tr.add("stdout:\n%s\nstderr:\n%s", q.stdout, q.stderr)
+		tr.add("stdout:\n%s\nstderr:\n%s", q.Stdout, q.Stderr)
 	}
 
 	all := tr.out.String()

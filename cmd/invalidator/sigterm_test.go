@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,139 +11,17 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
-
-// The binary under test, built once per test run by binary.
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
-
-// binary builds the invalidator command once and returns its path.
-func binary(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH, so the invalidator binary cannot be built for process tests")
-	}
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "invalidator-bin-"); buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "invalidator")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// removeBinary deletes what binary built; TestMain calls it.
-func removeBinary() {
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-}
-
-// syncBuffer is a bytes.Buffer a child process writes while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// proc is a running invalidator process.
-type proc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
-	exited         chan struct{}
-}
-
-// start runs the binary with exactly the given environment (nothing is
-// inherited); the process is killed at cleanup if it is still running.
-func start(t *testing.T, environ []string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(binary(t), args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd.Env = environ
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", args, err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("%v stdout:\n%s\nstderr:\n%s", args, p.stdout, p.stderr)
-		}
-	})
-	return p
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.exited:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(within):
-		t.Fatalf("process did not exit within %s", within)
-		return -1
-	}
-}
-
-func (p *proc) signal(t *testing.T, sig os.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("signal %v: %v", sig, err)
-	}
-}
-
-// waitLog waits until stderr holds want, failing early if the process exits.
-func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
-	t.Helper()
-	eventually(t, "log line "+strconv.Quote(want), within, func() bool {
-		select {
-		case <-p.exited:
-			t.Fatalf("process exited with %d before logging %q", p.cmd.ProcessState.ExitCode(), want)
-		default:
-		}
-		return strings.Contains(p.stderr.String(), want)
-	})
-}
 
 // eventually polls cond until it holds or within has passed.
 func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
@@ -214,7 +90,7 @@ func countKeys(t *testing.T, rdb *redis.Client, pattern string) int {
 // acks every event and exits 0, leaving nothing to redeliver.
 func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 	t.Parallel()
-	binary(t) // build before the servers start, so their clocks do not include it
+	testproc.Binary(t) // build before the servers start, so their clocks do not include it
 	r := testserver.Redis(t)
 	rdb := testserver.RedisClient(t, r)
 	ns := testserver.NATS(t)
@@ -231,7 +107,7 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		}
 	}
 
-	p := start(t, []string{
+	p := testproc.Start(t, []string{
 		"REDIS_URL=" + r.URL(),
 		"NATS_URL=" + ns.ClientURL(),
 		"INVALIDATOR_RULES=" + absRules(t),
@@ -239,7 +115,7 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		"LOG_FORMAT=json",
 		"SHUTDOWN_TIMEOUT=30s",
 	}, "run")
-	p.waitLog(t, "worker started", 30*time.Second)
+	p.WaitLog(t, "worker started", 30*time.Second)
 
 	pub, err := events.NewPublisher(js, events.WithSource("test"))
 	if err != nil {
@@ -264,9 +140,9 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		n, err := rdb.Exists(ctx, "user:1", "user:2", "user:3").Result()
 		return err == nil && n == 0
 	})
-	p.signal(t, syscall.SIGTERM)
+	p.Signal(t, syscall.SIGTERM)
 
-	if code := p.wait(t, 60*time.Second); code != exitOK {
+	if code := p.Wait(t, 60*time.Second); code != exitOK {
 		t.Fatalf("exit code %d, want 0", code)
 	}
 
@@ -298,7 +174,7 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == last
 	})
 
-	recs, other := jsonRecords(p.stderr.String())
+	recs, other := jsonRecords(p.Stderr.String())
 	if len(other) > 0 {
 		t.Errorf("LOG_FORMAT=json, but stderr has other lines: %q", other)
 	}
@@ -337,18 +213,18 @@ func TestBinaryRejectsBadConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := start(t, append([]string{"HTTP_ADDR="}, tt.given...), tt.args...)
-			if code := p.wait(t, 30*time.Second); code != exitUsage {
+			p := testproc.Start(t, append([]string{"HTTP_ADDR="}, tt.given...), tt.args...)
+			if code := p.Wait(t, 30*time.Second); code != exitUsage {
 				t.Errorf("exit code %d, want %d", code, exitUsage)
 			}
-			stderr := p.stderr.String()
+			stderr := p.Stderr.String()
 			if n := strings.Count(stderr, "\n"); n != 1 || !strings.HasSuffix(stderr, "\n") {
 				t.Errorf("stderr is not exactly one line: %q", stderr)
 			}
 			if !strings.Contains(stderr, tt.want) {
 				t.Errorf("stderr %q does not name %s", stderr, tt.want)
 			}
-			if out := p.stdout.String(); out != "" {
+			if out := p.Stdout.String(); out != "" {
 				t.Errorf("stdout not empty: %q", out)
 			}
 		})
@@ -366,7 +242,7 @@ func TestDevStartsAndStopsItsServers(t *testing.T) {
 	redisAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redisPort))
 	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(natsPort))
 	natsURL := "nats://" + natsAddr
-	p := start(t, []string{
+	p := testproc.Start(t, []string{
 		"PATH=" + os.Getenv("PATH"), // dev looks up redis-server
 		"REDIS_URL=redis://" + redisAddr + "/0",
 		"NATS_URL=" + natsURL,
@@ -375,10 +251,10 @@ func TestDevStartsAndStopsItsServers(t *testing.T) {
 		"LOG_FORMAT=json",
 		"SHUTDOWN_TIMEOUT=30s",
 	}, "dev")
-	p.waitLog(t, "invalidator dev is ready", 30*time.Second)
-	p.waitLog(t, "worker started", 30*time.Second) // the stream exists from here on
+	p.WaitLog(t, "invalidator dev is ready", 30*time.Second)
+	p.WaitLog(t, "worker started", 30*time.Second) // the stream exists from here on
 	for _, want := range []string{"started embedded NATS", "started redis-server on " + redisAddr} {
-		if !strings.Contains(p.stderr.String(), want) {
+		if !strings.Contains(p.Stderr.String(), want) {
 			t.Errorf("stderr does not say %q", want)
 		}
 	}
@@ -390,17 +266,17 @@ func TestDevStartsAndStopsItsServers(t *testing.T) {
 		t.Fatalf("SET on dev's Redis: %v", err)
 	}
 
-	pub := start(t, []string{"NATS_URL=" + natsURL}, "publish", "events.course.updated", `{"course_id":"42"}`)
-	if code := pub.wait(t, 30*time.Second); code != exitOK || pub.stdout.String() != "1\n" {
-		t.Fatalf("publish: exit code %d, stdout %q, stderr %q; want 0 and sequence 1", code, pub.stdout, pub.stderr)
+	pub := testproc.Start(t, []string{"NATS_URL=" + natsURL}, "publish", "events.course.updated", `{"course_id":"42"}`)
+	if code := pub.Wait(t, 30*time.Second); code != exitOK || pub.Stdout.String() != "1\n" {
+		t.Fatalf("publish: exit code %d, stdout %q, stderr %q; want 0 and sequence 1", code, pub.Stdout, pub.Stderr)
 	}
 	eventually(t, "cache:course_analytics:42 removed", 30*time.Second, func() bool {
 		n, err := rdb.Exists(ctx, "cache:course_analytics:42").Result()
 		return err == nil && n == 0
 	})
 
-	p.signal(t, os.Interrupt)
-	if code := p.wait(t, 60*time.Second); code != exitOK {
+	p.Signal(t, os.Interrupt)
+	if code := p.Wait(t, 60*time.Second); code != exitOK {
 		t.Fatalf("dev exit code %d, want 0", code)
 	}
 	for _, addr := range []string{redisAddr, natsAddr} {
@@ -412,7 +288,7 @@ func TestDevStartsAndStopsItsServers(t *testing.T) {
 			return err != nil
 		})
 	}
-	if m := regexp.MustCompile(`\(data in ([^)]+)\)`).FindStringSubmatch(p.stderr.String()); m == nil {
+	if m := regexp.MustCompile(`\(data in ([^)]+)\)`).FindStringSubmatch(p.Stderr.String()); m == nil {
 		t.Error("dev did not say where its data is")
 	} else if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("dev's data dir %s is still there (stat: %v)", m[1], err)

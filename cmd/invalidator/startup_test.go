@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -40,11 +41,29 @@ func errorLines(stderr string) []string {
 	return out
 }
 
+// failsWithOneErrorLine waits for p to exit with exitFailure, having
+// printed one error line that says each of want (in any case).
+func failsWithOneErrorLine(t *testing.T, p *testproc.Proc, want []string) {
+	t.Helper()
+	if code := p.Wait(t, 20*time.Second); code != exitFailure {
+		t.Fatalf("exit code %d, want %d", code, exitFailure)
+	}
+	errs := errorLines(p.Stderr.String())
+	if len(errs) != 1 {
+		t.Fatalf("%d error lines, want 1:\n%s", len(errs), p.Stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(strings.ToLower(errs[0]), strings.ToLower(w)) {
+			t.Errorf("error line %q does not say %q", errs[0], w)
+		}
+	}
+}
+
 // Mistakes that waiting cannot heal stop the worker at start with exit 1
 // and one line that says what to do, instead of waiting forever.
 func TestStartFailsFastOnMistakes(t *testing.T) {
 	t.Parallel()
-	binary(t)
+	testproc.Binary(t)
 	const password = "r1ght-Pa55"
 	r := testserver.Redis(t, testserver.WithPassword(password))
 	ns := testserver.NATSWith(t, servers.NATSOptions{Username: "svc", Password: password})
@@ -80,22 +99,11 @@ func TestStartFailsFastOnMistakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := start(t, []string{"REDIS_URL=" + tt.redis, "NATS_URL=" + tt.nat, "INVALIDATOR_RULES=" + absRules(t),
+			p := testproc.Start(t, []string{"REDIS_URL=" + tt.redis, "NATS_URL=" + tt.nat, "INVALIDATOR_RULES=" + absRules(t),
 				"HTTP_ADDR=", "LOG_FORMAT=json"}, "run")
-			if code := p.wait(t, 20*time.Second); code != exitFailure {
-				t.Fatalf("exit code %d, want %d", code, exitFailure)
-			}
-			errs := errorLines(p.stderr.String())
-			if len(errs) != 1 {
-				t.Fatalf("%d error lines, want 1:\n%s", len(errs), p.stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(strings.ToLower(errs[0]), strings.ToLower(w)) {
-					t.Errorf("error line %q does not say %q", errs[0], w)
-				}
-			}
-			if strings.Contains(p.stderr.String(), "wr0ng-Pa55") || strings.Contains(p.stderr.String(), password) {
-				t.Errorf("stderr shows a password:\n%s", p.stderr)
+			failsWithOneErrorLine(t, p, tt.want)
+			if strings.Contains(p.Stderr.String(), "wr0ng-Pa55") || strings.Contains(p.Stderr.String(), password) {
+				t.Errorf("stderr shows a password:\n%s", p.Stderr)
 			}
 		})
 	}
@@ -105,7 +113,7 @@ func TestStartFailsFastOnMistakes(t *testing.T) {
 // fail fast.
 func TestStartWaitsForServersThatAreDown(t *testing.T) {
 	t.Parallel()
-	binary(t)
+	testproc.Binary(t)
 	r := testserver.Redis(t)
 	ns := testserver.NATS(t)
 	down := freePort(t)
@@ -118,17 +126,17 @@ func TestStartWaitsForServersThatAreDown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := start(t, []string{"REDIS_URL=" + tt.redis, "NATS_URL=" + tt.nat, "INVALIDATOR_RULES=" + absRules(t),
+			p := testproc.Start(t, []string{"REDIS_URL=" + tt.redis, "NATS_URL=" + tt.nat, "INVALIDATOR_RULES=" + absRules(t),
 				"HTTP_ADDR=", "LOG_FORMAT=json", "REDIS_SOCKET_CONNECT_TIMEOUT=500ms"}, "run")
-			p.waitLog(t, tt.want, 20*time.Second)
+			p.WaitLog(t, tt.want, 20*time.Second)
 			time.Sleep(2 * time.Second) // still waiting, not failed
 			select {
-			case <-p.exited:
-				t.Fatalf("exited with %d, want it to wait for the server", p.cmd.ProcessState.ExitCode())
+			case <-p.Exited():
+				t.Fatalf("exited with %d, want it to wait for the server", p.ExitCode())
 			default:
 			}
-			p.signal(t, syscall.SIGTERM)
-			if code := p.wait(t, 30*time.Second); code != exitOK {
+			p.Signal(t, syscall.SIGTERM)
+			if code := p.Wait(t, 30*time.Second); code != exitOK {
 				t.Errorf("exit code after SIGTERM %d, want 0", code)
 			}
 		})
@@ -139,7 +147,7 @@ func TestStartWaitsForServersThatAreDown(t *testing.T) {
 // and no go-redis or NATS client log lines before it.
 func TestClientCommandsPrintOneLineWhenTheServerIsDown(t *testing.T) {
 	t.Parallel()
-	binary(t)
+	testproc.Binary(t)
 	down := freePort(t)
 	tests := []struct {
 		name string
@@ -154,16 +162,16 @@ func TestClientCommandsPrintOneLineWhenTheServerIsDown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := start(t, tt.env, tt.args...)
-			if code := p.wait(t, 60*time.Second); code != exitFailure {
+			p := testproc.Start(t, tt.env, tt.args...)
+			if code := p.Wait(t, 60*time.Second); code != exitFailure {
 				t.Errorf("exit code %d, want %d", code, exitFailure)
 			}
-			got := lines(p.stderr.String())
+			got := lines(p.Stderr.String())
 			if len(got) != 1 || !strings.HasPrefix(got[0], "invalidator: "+tt.want) {
-				t.Errorf("stderr is not one line starting %q:\n%s", "invalidator: "+tt.want, p.stderr)
+				t.Errorf("stderr is not one line starting %q:\n%s", "invalidator: "+tt.want, p.Stderr)
 			}
-			if strings.Contains(p.stderr.String(), "s3cret") {
-				t.Errorf("stderr shows the password:\n%s", p.stderr)
+			if strings.Contains(p.Stderr.String(), "s3cret") {
+				t.Errorf("stderr shows the password:\n%s", p.Stderr)
 			}
 		})
 	}

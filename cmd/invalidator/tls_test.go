@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
@@ -21,7 +22,7 @@ import (
 // and exit 1; no secret shows anywhere.
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	binary(t)
+	testproc.Binary(t)
 	const password = "tls-Pa55w0rd"
 	pki, other := testserver.TLSFiles(t), testserver.TLSFiles(t) // other: a CA that signed nothing here
 	r := testserver.Redis(t, testserver.WithTLS(pki), testserver.WithPassword(password))
@@ -56,8 +57,8 @@ func TestTLS(t *testing.T) {
 		ctx := context.Background()
 		rdb.Set(ctx, "cache:course_analytics:42", "v", 0)
 		rdb.Set(ctx, "cache:course_analytics:420", "v", 0)
-		p := start(t, environ(nil), "run")
-		p.waitLog(t, "worker started", 20*time.Second)
+		p := testproc.Start(t, environ(nil), "run")
+		p.WaitLog(t, "worker started", 20*time.Second)
 		nc, err := nats.Connect(natsURL, nats.RootCAs(pki.CA), nats.ClientCert(pki.ClientCert, pki.ClientKey))
 		if err != nil {
 			t.Fatal(err)
@@ -70,11 +71,11 @@ func TestTLS(t *testing.T) {
 		if rdb.Exists(ctx, "cache:course_analytics:420").Val() != 1 {
 			t.Error("course 420's key was removed")
 		}
-		p.signal(t, syscall.SIGTERM)
-		if code := p.wait(t, 20*time.Second); code != 0 {
+		p.Signal(t, syscall.SIGTERM)
+		if code := p.Wait(t, 20*time.Second); code != 0 {
 			t.Errorf("exit %d after SIGTERM", code)
 		}
-		if out := p.stdout.String() + p.stderr.String(); strings.Contains(out, password) {
+		if out := p.Stdout.String() + p.Stderr.String(); strings.Contains(out, password) {
 			t.Errorf("output shows the password:\n%s", out)
 		}
 	})
@@ -93,20 +94,9 @@ func TestTLS(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := start(t, environ(tt.over), "run")
-			if code := p.wait(t, 20*time.Second); code != exitFailure {
-				t.Fatalf("exit code %d, want %d", code, exitFailure)
-			}
-			errs := errorLines(p.stderr.String())
-			if len(errs) != 1 {
-				t.Fatalf("%d error lines, want 1:\n%s", len(errs), p.stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(strings.ToLower(errs[0]), strings.ToLower(w)) {
-					t.Errorf("error line %q does not say %q", errs[0], w)
-				}
-			}
-			if out := p.stdout.String() + p.stderr.String(); strings.Contains(out, password) || strings.Contains(out, "wr0ng-Pa55") {
+			p := testproc.Start(t, environ(tt.over), "run")
+			failsWithOneErrorLine(t, p, tt.want)
+			if out := p.Stdout.String() + p.Stderr.String(); strings.Contains(out, password) || strings.Contains(out, "wr0ng-Pa55") {
 				t.Errorf("output shows a password:\n%s", out)
 			}
 		})
