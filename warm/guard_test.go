@@ -18,63 +18,123 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// guardRig is a Redis server, a warmer on it, and a source whose answers
-// can be held: each request reads the version, then, if a gate was handed
-// to it through hold, signals started and waits for the gate, then answers
-// {"v": version read}.
-type guardRig struct {
-	rdb     *redis.Client
+// heldWarmer is a warmer on a Redis client and a source whose answers can
+// be held: each request reads the version, then, if a gate was handed to it
+// through hold, signals started and waits for the gate, then answers
+// {"v": version read}. guardRig and clusterRig share it.
+type heldWarmer struct {
 	warmer  *warm.Warmer
-	eng     *engine.Redis
 	src     *httptest.Server
 	version atomic.Int64
 	hold    chan chan struct{}
 	started chan struct{}
 }
 
-func newGuardRig(t *testing.T) *guardRig {
+// newHeldWarmer starts the source and a warmer on rdb; the source is closed
+// at cleanup.
+func newHeldWarmer(t *testing.T, rdb redis.UniversalClient) *heldWarmer {
 	t.Helper()
-	g := &guardRig{hold: make(chan chan struct{}, 16), started: make(chan struct{}, 16)}
-	g.rdb = testserver.RedisClient(t, testserver.Redis(t))
-	g.src = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		v := g.version.Load()
+	h := &heldWarmer{hold: make(chan chan struct{}, 16), started: make(chan struct{}, 16)}
+	h.src = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		v := h.version.Load()
 		select {
-		case gate := <-g.hold:
-			g.started <- struct{}{}
+		case gate := <-h.hold:
+			h.started <- struct{}{}
 			<-gate
 		default:
 		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"v": %d}`, v)
 	}))
-	t.Cleanup(g.src.Close)
+	t.Cleanup(h.src.Close)
 	var err error
-	if g.warmer, err = warm.New(g.rdb, warm.Config{}, nil, nil); err != nil {
+	if h.warmer, err = warm.New(rdb, warm.Config{}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	return h
+}
+
+func (h *heldWarmer) req(key string) cachekeys.WarmRequest {
+	return cachekeys.WarmRequest{Key: key, URL: h.src.URL + "/x", Host: h.src.Listener.Addr().String(), TTL: time.Minute}
+}
+
+// warmHeld warms key with the source held until during has run; it returns
+// the outcome.
+func (h *heldWarmer) warmHeld(t *testing.T, key string, during func()) warm.Outcome {
+	t.Helper()
+	gate := make(chan struct{})
+	h.hold <- gate
+	out := make(chan warm.Outcome, 1)
+	go func() { out <- h.warmer.Warm(context.Background(), h.req(key)) }()
+	<-h.started // the generations are claimed and the source has read its data
+	during()
+	close(gate)
+	return <-out
+}
+
+// raceWarms is the randomized race of the held source against an
+// invalidation, over 200 interleavings: in each, a warm of key races the
+// data's version being raised and then invalidate, and the source may be
+// released early. key, read through rdb, must always end absent or holding
+// the newer value, and at least one warm must have been refused as stale.
+func (h *heldWarmer) raceWarms(t *testing.T, rdb redis.UniversalClient, key string, invalidate func() error) {
+	t.Helper()
+	ctx := context.Background()
+	outcomes := map[warm.Outcome]int{}
+	const rounds = 200
+	for round := range rounds {
+		gate := make(chan struct{})
+		var once sync.Once
+		open := func() { once.Do(func() { close(gate) }) }
+		h.hold <- gate
+		var wg sync.WaitGroup
+		wg.Go(func() { outcomes[h.warmer.Warm(ctx, h.req(key))]++ })
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+			h.version.Add(1) // the application commits newer data, then publishes
+			if err := invalidate(); err != nil {
+				t.Error(err)
+			}
+			open()
+		})
+		wg.Go(func() {
+			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
+			if rand.IntN(2) == 0 {
+				open()
+			}
+		})
+		wg.Wait()
+		<-h.started
+		got, err := rdb.Get(ctx, key).Result()
+		if err == nil && got != fmt.Sprintf(`{"v": %d}`, h.version.Load()) {
+			t.Fatalf("round %d: key holds %s, but the data is at version %d: a stale write", round, got, h.version.Load())
+		}
+		rdb.Del(ctx, key)
+	}
+	t.Logf("outcomes over %d rounds: %v", rounds, outcomes)
+	if outcomes[warm.SkippedStale] == 0 {
+		t.Errorf("no round raced (outcomes %v): the test did not exercise the guard", outcomes)
+	}
+}
+
+// guardRig is a Redis server, a held warmer on it and an engine with
+// generations.
+type guardRig struct {
+	*heldWarmer
+	rdb *redis.Client
+	eng *engine.Redis
+}
+
+func newGuardRig(t *testing.T) *guardRig {
+	t.Helper()
+	g := &guardRig{rdb: testserver.RedisClient(t, testserver.Redis(t))}
+	g.heldWarmer = newHeldWarmer(t, g.rdb)
+	var err error
 	if g.eng, err = engine.NewRedis(g.rdb, engine.Config{Generations: true}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.eng.Close() })
 	return g
-}
-
-func (g *guardRig) req(key string) cachekeys.WarmRequest {
-	return cachekeys.WarmRequest{Key: key, URL: g.src.URL + "/x", Host: g.src.Listener.Addr().String(), TTL: time.Minute}
-}
-
-// warmHeld warms key with the source held until during has run; it returns
-// the outcome.
-func (g *guardRig) warmHeld(t *testing.T, key string, during func()) warm.Outcome {
-	t.Helper()
-	gate := make(chan struct{})
-	g.hold <- gate
-	out := make(chan warm.Outcome, 1)
-	go func() { out <- g.warmer.Warm(context.Background(), g.req(key)) }()
-	<-g.started // the generations are claimed and the source has read its data
-	during()
-	close(gate)
-	return <-out
 }
 
 // The ways an invalidation can invalidate an exact key's generation: the
@@ -208,39 +268,5 @@ func TestGuardRaceEveryForm(t *testing.T) {
 	for _, f := range exactForms {
 		invalidations = append(invalidations, func() error { return f.invalidate(ctx, g, key) })
 	}
-	outcomes := map[warm.Outcome]int{}
-	const rounds = 200
-	for round := range rounds {
-		gate := make(chan struct{})
-		var once sync.Once
-		open := func() { once.Do(func() { close(gate) }) }
-		g.hold <- gate
-		var wg sync.WaitGroup
-		wg.Go(func() { outcomes[g.warmer.Warm(ctx, g.req(key))]++ })
-		wg.Go(func() {
-			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
-			g.version.Add(1) // the application commits newer data, then publishes
-			if err := invalidations[rand.IntN(len(invalidations))](); err != nil {
-				t.Error(err)
-			}
-			open()
-		})
-		wg.Go(func() {
-			time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
-			if rand.IntN(2) == 0 {
-				open()
-			}
-		})
-		wg.Wait()
-		<-g.started
-		got, err := g.rdb.Get(ctx, key).Result()
-		if err == nil && got != fmt.Sprintf(`{"v": %d}`, g.version.Load()) {
-			t.Fatalf("round %d: key holds %s, but the data is at version %d: a stale write", round, got, g.version.Load())
-		}
-		g.rdb.Del(ctx, key)
-	}
-	t.Logf("outcomes over %d rounds: %v", rounds, outcomes)
-	if outcomes[warm.SkippedStale] == 0 {
-		t.Errorf("no round raced (outcomes %v): the test did not exercise the guard", outcomes)
-	}
+	g.raceWarms(t, g.rdb, key, func() error { return invalidations[rand.IntN(len(invalidations))]() })
 }
