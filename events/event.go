@@ -100,10 +100,14 @@ func (m malformedSubject) Error() string {
 func (m malformedSubject) Unwrap() []error { return []error{ErrMalformed, m.err} }
 
 // decodeObject parses body as exactly one JSON object, keeping numbers as
-// json.Number.
+// json.Number: the common body with parseObjectQuick, any other with
+// encoding/json.
 func decodeObject(body []byte) (map[string]any, error) {
 	if len(body) > MaxBodySize {
 		return nil, malformedf("body of %d bytes exceeds the limit of %d", len(body), MaxBodySize)
+	}
+	if obj, ok := parseObjectQuick(body); ok {
+		return obj, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()

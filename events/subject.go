@@ -18,6 +18,11 @@ var ErrInvalidSubject = errors.New("events: invalid subject")
 // Wildcards are therefore refused. The error wraps ErrInvalidSubject and
 // names the offending token.
 func ValidateSubject(subject string) error {
+	if rest, ok := strings.CutPrefix(subject, Prefix+"."); ok {
+		if entity, action, ok := strings.Cut(rest, "."); ok && validToken(entity) && validToken(action) {
+			return nil // the common case, without allocating
+		}
+	}
 	tokens := strings.Split(subject, ".")
 	switch {
 	case len(tokens) != 3:
