@@ -43,9 +43,11 @@ type delivery struct {
 // once, the others after one pass of the engine over all their jobs.
 func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
+	all := make([]delivery, len(msgs)) // one allocation for the group's deliveries
 	work := make([]*delivery, 0, len(msgs))
-	for _, msg := range msgs {
-		d := w.prepare(msg)
+	for i, msg := range msgs {
+		d := &all[i]
+		w.prepare(d, msg)
 		if d.rep.Err != nil || d.plan.Empty() {
 			w.finish(ctx, d, start)
 			continue
@@ -55,16 +57,18 @@ func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 	w.apply(ctx, work, start)
 }
 
-// prepare decodes the event and plans its keys; a failure is permanent.
-func (w *Worker) prepare(msg jetstream.Msg) *delivery {
-	d := &delivery{msg: msg, rep: Report{Subject: msg.Subject()}}
+// prepare fills the zero delivery d with msg, its decoded event and the plan
+// of its keys; a failure is permanent.
+func (w *Worker) prepare(d *delivery, msg jetstream.Msg) {
+	subject := msg.Subject()
+	d.msg, d.rep.Subject = msg, subject
 	if meta, err := msg.Metadata(); err == nil {
 		d.meta, d.rep.Deliveries, d.rep.StreamSeq = meta, meta.NumDelivered, meta.Sequence.Stream
 	}
-	ev, err := events.Decode(msg.Subject(), msg.Headers().Get(events.HeaderMsgID), msg.Data())
+	ev, err := events.Decode(subject, msg.Headers().Get(events.HeaderMsgID), msg.Data())
 	if err != nil {
 		d.rep.Err = permanent{err}
-		return d
+		return
 	}
 	d.ev, d.rep.ID = ev, ev.ID
 	if d.plan, err = w.rules.Plan(ev.Subject, ev.Data); err != nil {
@@ -74,7 +78,6 @@ func (w *Worker) prepare(msg jetstream.Msg) *delivery {
 	if err == nil && d.plan.Empty() {
 		d.rep.Outcome = Unrouted
 	}
-	return d
 }
 
 // apply runs the deliveries' jobs through the engine and settles each as soon
@@ -175,22 +178,25 @@ func (w *Worker) keepAlive(ctx context.Context, work []*delivery) (stop func()) 
 func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
 	d.done.Store(true)
 	w.settle(ctx, d.msg, d.meta, &d.rep)
-	d.rep.Lag = since(d.ev.Time, d.meta)
+	now := time.Now() // one clock read for the lag, the stats and the log
+	d.rep.Lag = lag(now, d.ev.Time, d.meta)
 	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.Warm) > 0 {
 		w.warmer.Enqueue(d.plan.Warm) // never blocks the handler
 	}
-	w.record(d.rep)
-	w.logReport(d.rep, time.Since(start))
+	w.record(d.rep, now)
+	w.logReport(d.rep, now.Sub(start))
 }
 
-func since(t time.Time, meta *jetstream.MsgMetadata) time.Duration {
+// lag is the time from t (or, when t is zero, the message's publication)
+// to now; zero if neither is known.
+func lag(now, t time.Time, meta *jetstream.MsgMetadata) time.Duration {
 	if t.IsZero() && meta != nil {
 		t = meta.Timestamp
 	}
 	if t.IsZero() {
 		return 0
 	}
-	return max(time.Since(t), 0)
+	return max(now.Sub(t), 0)
 }
 
 // settle acks, naks or dead-letters the message according to rep.Err and
@@ -254,7 +260,7 @@ func kindOf(reason error) deadletter.Kind {
 	return deadletter.Failed
 }
 
-func (w *Worker) record(rep Report) {
+func (w *Worker) record(rep Report, now time.Time) {
 	switch rep.Outcome {
 	case Applied:
 		w.stats.applied.Add(1)
@@ -266,7 +272,7 @@ func (w *Worker) record(rep Report) {
 		w.stats.unrouted.Add(1)
 	}
 	w.stats.keysRemoved.Add(rep.Removed)
-	w.stats.lastEvent.Store(time.Now().UnixNano())
+	w.stats.lastEvent.Store(now.UnixNano())
 	w.obs.EventDone(rep)
 }
 

@@ -250,7 +250,9 @@ func (w *Worker) replay(ctx context.Context, seqs []uint64) (replayStats, error)
 			}
 			delete(want, meta.Sequence.Stream)
 			done = done || meta.Sequence.Stream >= last
-			if d := w.prepare(msg); d.rep.Err == nil && !d.plan.Empty() {
+			var d delivery
+			w.prepare(&d, msg)
+			if d.rep.Err == nil && !d.plan.Empty() {
 				jobs = append(jobs, engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns})
 			}
 		}
