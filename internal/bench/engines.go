@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"sync/atomic"
+	"time"
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -12,7 +14,17 @@ import (
 // shared walk per node, paced by budget (keys/s, 0 = unlimited). close
 // stops the walk.
 func sharedEngine(rdb *redis.Client, budget int) (engine.Engine, func(), error) {
-	e, err := engine.NewRedis(rdb, engine.Config{Sweep: sweep.Config{Budget: budget}})
+	return sharedEngineObserved(rdb, budget, nil)
+}
+
+// sharedEngineObserved is sharedEngine with obs told of the walk's
+// progress (nil: none).
+func sharedEngineObserved(rdb *redis.Client, budget int, obs sweep.Observer) (engine.Engine, func(), error) {
+	cfg := engine.Config{Sweep: sweep.Config{Budget: budget}}
+	if obs != nil {
+		cfg.NodeObserver = func(string) sweep.Observer { return obs }
+	}
+	e, err := engine.NewRedis(rdb, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -40,3 +52,13 @@ func sweepOnce(ctx context.Context, rdb *redis.Client, budget int, pattern strin
 	_, err = engine.Invalidate(ctx, e, engine.Job{Patterns: []string{pattern}})
 	return err
 }
+
+// examinedCounter is a sweep.Observer that counts the keys examined.
+type examinedCounter struct{ n atomic.Int64 }
+
+func (c *examinedCounter) PassFinished(sweep.Pass)   {}
+func (c *examinedCounter) KeysExamined(n int)        { c.n.Add(int64(n)) }
+func (c *examinedCounter) KeysRemoved(int)           {}
+func (c *examinedCounter) ActivePatterns(int)        {}
+func (c *examinedCounter) PatternWait(time.Duration) {}
+func (c *examinedCounter) Progress(float64)          {}

@@ -148,7 +148,8 @@ func patternScenario(ctx context.Context, e *env, o options, rep *report) error 
 		return err
 	}
 	_ = e.resetStats(ctx)
-	shared, closeShared, err := sharedEngine(e.rdb, 0)
+	examined := &examinedCounter{}
+	shared, closeShared, err := sharedEngineObserved(e.rdb, 0, examined)
 	if err != nil {
 		return err
 	}
@@ -161,10 +162,17 @@ func patternScenario(ctx context.Context, e *env, o options, rep *report) error 
 	if err := e.checkCourses(ctx, courses, courses); err != nil {
 		return err
 	}
-	log.Printf("worker, shared sweeps: %d events in %v, %d SCAN calls", courses, d, calls)
-	rep.add(row{group: "patterns", name: fmt.Sprintf("worker (shared sweeps): backlog of %d pattern events", courses),
+	size, err := e.rdb.DBSize(ctx).Result()
+	if err != nil {
+		return err
+	}
+	// The walk adapts COUNT to its round trips (halved above 1.5 ms), so on a
+	// loaded machine a pass takes more, smaller SCAN calls: the keys
+	// examined are the Redis work in passes.
+	log.Printf("worker, shared sweeps: %d events in %v, %d SCAN calls, %d keys examined", courses, d, calls, examined.n.Load())
+	rep.add(row{group: "patterns", name: fmt.Sprintf("worker (shared sweeps): backlog of %d pattern events (keys examined: %.2f × DBSIZE)", courses, float64(examined.n.Load())/float64(max(size, 1))),
 		value: d, calls: calls, ratio: ratio(d, pass), callsRatio: float64(calls) / float64(passCalls), target: "≤ 2 passes, ≤ 2 passes' calls",
-		ok: d <= 2*pass+pass/2 && calls <= 2*passCalls})
+		ok: d <= 2*pass && calls <= 2*passCalls})
 
 	// One pass per event: measured on fewer events, reported per event.
 	m := min(o.perEventEvts, courses)
