@@ -58,8 +58,8 @@ type Config struct {
 	Budget int
 	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
 	// server. The walk measures each round trip and halves COUNT when one
-	// took longer than three quarters of MaxCallTime, and grows it by an
-	// eighth when one took less than a quarter. A round trip measured on
+	// took longer than three quarters of MaxCallTime (half of it with a
+	// Budget), and grows it by an eighth when one took less than a quarter. A round trip measured on
 	// the client includes the network and the client's own work, so this
 	// keeps the server's time below MaxCallTime.
 	// Defaults to DefaultMaxCallTime.

@@ -348,14 +348,20 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 }
 
 // adapt halves COUNT after a round trip longer than three quarters of
-// MaxCallTime and grows it by an eighth after one shorter than a quarter.
-// The round trip bounds the server's time from above (it adds the
-// network, the client's decoding of the page and its scheduling), so the
-// server's stays under MaxCallTime; a tighter threshold only multiplied
-// the calls of a pass when the client, not Redis, was slow.
+// MaxCallTime, or half of it with a Budget, and grows it by an eighth after
+// one shorter than a quarter. The round trip bounds the server's time from
+// above (it adds the network, the client's decoding of the page and its
+// scheduling), so the server's stays under MaxCallTime; without a budget a
+// tighter threshold only multiplied the calls of a pass when the client,
+// not Redis, was slow. A budget says the application needs the headroom:
+// shorter calls keep its commands from waiting behind one.
 func (w *Walker) adapt(s *walkState, d time.Duration) {
+	limit := w.cfg.MaxCallTime * 3 / 4
+	if w.limiter != nil {
+		limit = w.cfg.MaxCallTime / 2
+	}
 	switch {
-	case d > w.cfg.MaxCallTime*3/4:
+	case d > limit:
 		s.count = max(w.cfg.MinScanCount, s.count/2)
 	case d < w.cfg.MaxCallTime/4:
 		s.count = min(w.cfg.MaxScanCount, s.count+s.count/8+1)
