@@ -269,7 +269,7 @@ func TestFetchWithoutRedis(t *testing.T) {
 		t.Errorf("%d loads, want 5", loads)
 	}
 	if n := logs.count("⚠️"); n != 1 {
-		t.Errorf("%d ⚠️ lines for one outage, want 1:\n%s", n, logs.b.String())
+		t.Errorf("%d ⚠️ lines for one outage, want 1:\n%s", n, logs.String())
 	}
 	_, err := Fetch(t.Context(), c, "k:1", time.Minute, func(context.Context) (int, error) { return 0, errors.New("source down") })
 	if err == nil || err.Error() != "source down" {

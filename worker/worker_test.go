@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/nats-io/nats.go"
@@ -190,22 +190,7 @@ func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 }
 
 // syncLog collects a JSON log safely from many goroutines.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type syncLog struct{ testproc.Buffer }
 
 func (l *syncLog) count(s string) int { return strings.Count(l.String(), s) }
 
