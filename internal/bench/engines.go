@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -39,18 +38,6 @@ func perEventEngine(rdb *redis.Client) engine.Engine {
 		panic(err)
 	}
 	return e
-}
-
-// sweepOnce walks the whole keyspace once for pattern with the shared
-// walk, paced by budget.
-func sweepOnce(ctx context.Context, rdb *redis.Client, budget int, pattern string) error {
-	e, closeEngine, err := sharedEngine(rdb, budget)
-	if err != nil {
-		return err
-	}
-	defer closeEngine()
-	_, err = engine.Invalidate(ctx, e, engine.Job{Patterns: []string{pattern}})
-	return err
 }
 
 // examinedCounter is a sweep.Observer that counts the keys examined.
