@@ -205,11 +205,7 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 			// (a registry is gone once drained) still lose their
 			// generations, or one of them could write after the retry's sweep.
 			if fills != nil {
-				for _, group := range bySlot(fills[i]) {
-					for c := range slices.Chunk(group, unlinkChunk) {
-						pipe.Unlink(ctx, generationKeys(c)...)
-					}
-				}
+				unlinkGenerations(ctx, pipe, fills[i])
 			}
 			continue
 		}
@@ -223,11 +219,7 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 			if fills != nil {
 				gens = append(gens, fills[i]...)
 			}
-			for _, group := range bySlot(gens) {
-				for c := range slices.Chunk(group, unlinkChunk) {
-					cmds[i] = append(cmds[i], pipe.Unlink(ctx, generationKeys(c)...))
-				}
-			}
+			cmds[i] = unlinkGenerations(ctx, pipe, gens)
 		}
 	}
 	if pipe.Len() == 0 {
@@ -241,6 +233,18 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 		removed[i], errs[i] = readCluster(jobs[i], cmds[i], counts[i])
 	}
 	return removed, errs
+}
+
+// unlinkGenerations queues on pipe the UNLINK of the own generations of
+// keys, one command per slot and chunk, and returns the commands.
+func unlinkGenerations(ctx context.Context, pipe redis.Pipeliner, keys []string) []redis.Cmder {
+	var cmds []redis.Cmder
+	for _, group := range bySlot(keys) {
+		for c := range slices.Chunk(group, unlinkChunk) {
+			cmds = append(cmds, pipe.Unlink(ctx, generationKeys(c)...))
+		}
+	}
+	return cmds
 }
 
 // unlinkGroup queues the removal of keys, all of one slot: a plain UNLINK,
