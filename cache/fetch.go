@@ -59,6 +59,15 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 	// the shared load is not older than any invalidation that completed
 	// before the later caller began.
 	v, err, _ := c.group.Do(full+"\n"+strings.Join(tokens, " "), func() (any, error) {
+		// A caller that missed just before an earlier flight for the same
+		// tokens stored its value, and came here after that flight ended,
+		// finds the value now instead of loading again.
+		if b, ok, err := proto.read(ctx, full); err == nil && ok {
+			var v T
+			if json.Unmarshal(b, &v) == nil {
+				return v, nil
+			}
+		}
 		return fetchFill(ctx, c, full, ttl, tokens, load)
 	})
 	if err != nil {
