@@ -50,7 +50,10 @@ type Config struct {
 	DeadLetterPrefix string
 	// Consumer is the durable pull consumer's name. Defaults to "invalidator".
 	Consumer string
-	// Concurrency is the number of events processed at once. Defaults to 16.
+	// Concurrency is the number of handlers running at once, each with a
+	// group of at most BatchSize events. Events with patterns leave their
+	// handler while they wait for a shared sweep; MaxAckPending bounds
+	// those. Defaults to 16.
 	Concurrency int
 	// BatchSize is the most events one handler takes at once: their exact
 	// keys share one pipelined round trip. Defaults to 64.

@@ -40,19 +40,33 @@ type delivery struct {
 }
 
 // handleGroup settles a group of deliveries: malformed and rejected ones at
-// once, the others after one pass of the engine over all their jobs.
+// once, the others after one pass of the engine over all their jobs. The
+// deliveries with patterns are handed to a goroutine of their own (see
+// sweepWaits) and the handler returns without waiting for their sweep.
 func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 	start := time.Now()
 	all := make([]delivery, len(msgs)) // one allocation for the group's deliveries
 	work := make([]*delivery, 0, len(msgs))
+	var swept []*delivery
 	for i, msg := range msgs {
 		d := &all[i]
 		w.prepare(d, msg)
-		if d.rep.Err != nil || d.plan.Empty() {
+		switch {
+		case d.rep.Err != nil || d.plan.Empty():
 			w.finish(ctx, d, start)
-			continue
+		case len(d.plan.Patterns) > 0 && w.waits != nil:
+			swept = append(swept, d)
+		default:
+			work = append(work, d)
 		}
-		work = append(work, d)
+	}
+	if len(swept) > 0 {
+		n := int64(len(swept))
+		w.stats.busy.Add(n) // still in flight after the handler returns
+		w.waits.Go(func() {
+			defer w.stats.busy.Add(-n)
+			w.apply(ctx, swept, start)
+		})
 	}
 	w.apply(ctx, work, start)
 }

@@ -121,3 +121,51 @@ func scanCalls(t *testing.T, h *harness) int {
 	}
 	return 0
 }
+
+// TestPatternEventsDoNotHoldHandlers drains a backlog of pattern events with
+// one handler taking one event at a time. Each event leaves the handler
+// while it waits for the sweep, so all of them join the one running walk:
+// at most two passes for the backlog, where a handler waiting for each
+// event's sweep made one pass per event.
+func TestPatternEventsDoNotHoldHandlers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx := context.Background()
+	const courses, filler = 30, 20000
+	keys := numbered("filler:", filler)
+	for c := range courses {
+		id := strconv.Itoa(c)
+		keys = append(keys, "cache:course_analytics:"+id+":a", "cache:course_analytics:"+id+"00:x")
+	}
+	h.set(keys...)
+	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: worker.DefaultStream, Subjects: []string{"events.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for c := range courses {
+		h.publish("events.course.updated", course(c))
+	}
+	// A pass of 20,000 keys at COUNT 100 is 200 round trips: long enough for
+	// every event to arrive while the first pass runs.
+	obs := &passCounter{Observer: nopSweepObserver{}}
+	eng := newEngine(t, h.rdb, engine.Config{Sweep: sweep.Config{ScanCount: 100, MinScanCount: 100, MaxScanCount: 100, Observer: obs}})
+	t.Cleanup(func() { _ = eng.Close() })
+	cf := testConfig()
+	cf.Concurrency, cf.BatchSize = 1, 1
+	r := h.start(cf, worker.Deps{Engine: eng})
+	h.eventually("every event applied", 60*time.Second, func() bool { return r.w.Stats().Applied == courses })
+	if p := obs.passes.Load(); p > 2 {
+		t.Errorf("%d passes for %d events with one handler, want at most 2", p, courses)
+	}
+	for c := range courses {
+		id := strconv.Itoa(c)
+		if h.exists("cache:course_analytics:" + id + ":a") {
+			t.Errorf("course %s: its key survived", id)
+		}
+		if !h.exists("cache:course_analytics:" + id + "00:x") {
+			t.Errorf("course %s00's key was removed", id)
+		}
+	}
+	if n := h.dbsize(); n != filler+courses {
+		t.Errorf("DBSIZE = %d, want %d", n, filler+courses)
+	}
+}

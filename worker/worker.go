@@ -34,6 +34,13 @@ type Worker struct {
 	gate   *gate
 	warmer *warm.Warmer
 	sched  *warm.Scheduler
+	// waits runs the deliveries with patterns while they wait for a shared
+	// sweep, which can take a whole pass of the keyspace: they hold no
+	// handler meanwhile, so every pattern event in hand (MaxAckPending at
+	// most, which bounds these goroutines) joins the running walk at once
+	// instead of queueing behind Concurrency handlers for a pass. Set by
+	// Run.
+	waits *pool.Pool
 
 	stats struct {
 		applied, deadLettered, retried, unrouted, keysRemoved atomic.Int64
@@ -247,10 +254,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		slog.Int("concurrency", w.cfg.Concurrency))
 	close(w.started)
 	p := pool.New().WithMaxGoroutines(w.cfg.Concurrency)
+	w.waits = pool.New()
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	ferr := w.fetchLoop(ctx, workCtx, cons, p, slots)
 	w.log.Info("🔧 stopping: fetching stopped, finishing events in flight", slog.Int64("in_flight", w.stats.busy.Load()))
 	p.Wait()
+	w.waits.Wait()
 	if ferr != nil {
 		w.log.Error("❌ worker stopped", slog.Any("error", ferr))
 		return ferr

@@ -57,12 +57,12 @@ type Config struct {
 	// unlimited.
 	Budget int
 	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
-	// server. The walk measures each round trip and halves COUNT when one
-	// took longer than three quarters of MaxCallTime (half of it with a
-	// Budget), and grows it by an eighth when one took less than a quarter. A round trip measured on
-	// the client includes the network and the client's own work, so this
-	// keeps the server's time below MaxCallTime.
-	// Defaults to DefaultMaxCallTime.
+	// server. The walk measures each round trip and sets COUNT so that a
+	// round trip takes about three quarters of MaxCallTime (half of it with
+	// a Budget), from a smoothed cost per key; a round trip over MaxCallTime
+	// halves COUNT at once. A round trip measured on the client includes the
+	// network and the client's own work, so this keeps the server's time
+	// below MaxCallTime. Defaults to DefaultMaxCallTime.
 	MaxCallTime time.Duration
 	// UnlinkChunk caps the keys of one UNLINK command. Defaults to
 	// DefaultUnlinkChunk.

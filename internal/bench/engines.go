@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log"
 	"sync/atomic"
 	"time"
 
@@ -40,10 +41,14 @@ func perEventEngine(rdb *redis.Client) engine.Engine {
 	return e
 }
 
-// examinedCounter is a sweep.Observer that counts the keys examined.
+// examinedCounter is a sweep.Observer that counts the keys examined and
+// logs each finished pass.
 type examinedCounter struct{ n atomic.Int64 }
 
-func (c *examinedCounter) PassFinished(sweep.Pass)   {}
+func (c *examinedCounter) PassFinished(p sweep.Pass) {
+	log.Printf("  sweep pass %d: %d patterns, %d keys examined, %d removed, %d SCAN calls, %v",
+		p.Number, p.Patterns, p.Examined, p.Removed, p.ScanCalls, p.Duration.Round(time.Millisecond))
+}
 func (c *examinedCounter) KeysExamined(n int)        { c.n.Add(int64(n)) }
 func (c *examinedCounter) KeysRemoved(int)           {}
 func (c *examinedCounter) ActivePatterns(int)        {}

@@ -166,7 +166,7 @@ func patternScenario(ctx context.Context, e *env, o options, rep *report) error 
 	if err != nil {
 		return err
 	}
-	// The walk adapts COUNT to its round trips (halved above 1.5 ms), so on a
+	// The walk adapts COUNT to its round trips (aiming at 1.5 ms), so on a
 	// loaded machine a pass takes more, smaller SCAN calls: the keys
 	// examined are the Redis work in passes.
 	log.Printf("worker, shared sweeps: %d events in %v, %d SCAN calls, %d keys examined", courses, d, calls, examined.n.Load())

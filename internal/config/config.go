@@ -70,7 +70,7 @@ var Settings = []Setting{
 	{"NATS_DLQ_STREAM", "nats-dlq-stream", "name", worker.DefaultDeadLetterStream, "dead-letter stream (created on dlq.> if missing)"},
 	{"NATS_STREAM_REPLICAS", "nats-stream-replicas", "int", "1", "replicas of the streams the worker creates (3 on a NATS cluster); an existing stream is never changed"},
 	{"INVALIDATOR_RULES", "rules", "path", "", "path of the rules file"},
-	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "events processed at once"},
+	{"WORKER_CONCURRENCY", "concurrency", "int", strconv.Itoa(worker.DefaultConcurrency), "handlers running at once (events waiting for a sweep hold none)"},
 	{"MAX_DELIVER", "max-deliver", "int", strconv.Itoa(worker.DefaultMaxDeliver), "deliveries of a failing event before it is dead-lettered"},
 	{"ACK_WAIT", "ack-wait", "duration", worker.DefaultAckWait.String(), "time the server waits for an ack before it redelivers"},
 	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "largest COUNT of a SCAN (the walk lowers it to keep each call under 2 ms)"},
