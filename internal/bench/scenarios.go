@@ -168,11 +168,21 @@ func patternScenario(ctx context.Context, e *env, o options, rep *report) error 
 	}
 	// The walk adapts COUNT to its round trips (aiming at 1.5 ms), so on a
 	// loaded machine a pass takes more, smaller SCAN calls: the keys
-	// examined are the Redis work in passes.
+	// examined are the Redis work in passes. The issue sets its targets per
+	// row: the 200-event backlog on 1M keys is judged on time and SCAN
+	// calls; the 1,000-event backlog on 10M keys on time (≤ 2 passes), and
+	// here also on keys examined (≤ 2 × DBSIZE). Its calls are reported, not
+	// judged: at 10M keys one SCAN COUNT 1000 takes about as long as the
+	// 2 ms a call may hold Redis, so the walk must use a smaller COUNT.
+	examinedX := float64(examined.n.Load()) / float64(max(size, 1))
 	log.Printf("worker, shared sweeps: %d events in %v, %d SCAN calls, %d keys examined", courses, d, calls, examined.n.Load())
-	rep.add(row{group: "patterns", name: fmt.Sprintf("worker (shared sweeps): backlog of %d pattern events (keys examined: %.2f × DBSIZE)", courses, float64(examined.n.Load())/float64(max(size, 1))),
+	r := row{group: "patterns", name: fmt.Sprintf("worker (shared sweeps): backlog of %d pattern events (keys examined: %.2f × DBSIZE)", courses, examinedX),
 		value: d, calls: calls, ratio: ratio(d, pass), callsRatio: float64(calls) / float64(passCalls), target: "≤ 2 passes, ≤ 2 passes' calls",
-		ok: d <= 2*pass && calls <= 2*passCalls})
+		ok: d <= 2*pass && calls <= 2*passCalls}
+	if o.keys > 1_000_000 {
+		r.target, r.ok = "≤ 2 passes, keys examined ≤ 2 × DBSIZE", d <= 2*pass && examinedX <= 2
+	}
+	rep.add(r)
 
 	// One pass per event: measured on fewer events, reported per event.
 	m := min(o.perEventEvts, courses)
