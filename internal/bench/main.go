@@ -26,6 +26,7 @@ type options struct {
 	patternEvts  int
 	perEventEvts int
 	exactEvts    int
+	exactRounds  int
 	steadyRate   int
 	steadyFor    time.Duration
 	budget       int
@@ -40,6 +41,7 @@ func main() {
 	flag.IntVar(&o.patternEvts, "pattern-events", 200, "backlog of pattern events with distinct ids (shared sweeps)")
 	flag.IntVar(&o.perEventEvts, "per-event-events", 10, "pattern events run through the one-pass-per-event engine (its cost grows with each; the rate is what is compared)")
 	flag.IntVar(&o.exactEvts, "exact-events", 50_000, "exact-key events for the throughput figures")
+	flag.IntVar(&o.exactRounds, "exact-rounds", 5, "rounds of floor then worker for the exact-key figures (the median is reported)")
 	flag.IntVar(&o.steadyRate, "steady-rate", 50, "pattern events per second published in the steady test")
 	flag.DurationVar(&o.steadyFor, "steady-for", 20*time.Second, "length of the steady test")
 	flag.IntVar(&o.budget, "budget", 0, "SCAN_BUDGET for the latency test (keys/s); 0 picks a tenth of the unpaced rate")
@@ -48,6 +50,9 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only this scenario: patterns, exact, steady, latency, rss")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if o.exactRounds < 1 || o.exactEvts < 1 {
+		log.Fatalf("bench: -exact-rounds and -exact-events must be at least 1")
+	}
 	if err := run(context.Background(), o); err != nil {
 		log.Fatalf("bench: %v", err)
 	}
