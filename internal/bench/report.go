@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"html"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -41,8 +42,8 @@ var groupTitles = map[string]string{
 
 func (r *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmark results\n\n%d keys; %s; %d CPUs; run %s; `go run ./internal/bench -keys %d`.\n",
-		r.keys, runtime.Version(), runtime.NumCPU(), r.started.UTC().Format("2006-01-02 15:04 UTC"), r.keys)
+	fmt.Fprintf(&b, "# Benchmark results\n\n%d keys; %s; %d CPUs; run %s; `%s`.\n",
+		r.keys, runtime.Version(), runtime.NumCPU(), r.started.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(append([]string{"go run ./internal/bench"}, os.Args[1:]...), " "))
 	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run. The chart: [results.svg](results.svg).\n")
 	last := ""
 	for _, x := range r.rows {
