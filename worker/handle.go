@@ -54,7 +54,7 @@ func (w *Worker) handleGroup(ctx context.Context, msgs []jetstream.Msg) {
 		switch {
 		case d.rep.Err != nil || d.plan.Empty():
 			w.finish(ctx, d, start)
-		case len(d.plan.Patterns) > 0 && w.waits != nil:
+		case len(d.plan.Patterns) > 0:
 			swept = append(swept, d)
 		default:
 			work = append(work, d)

@@ -498,17 +498,7 @@ func latencyScenario(ctx context.Context, e *env, o options, rep *report) error 
 			wg   sync.WaitGroup
 		)
 		wg.Go(func() {
-			for i := 0; i < 10_000_000; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				start := time.Now()
-				_ = getter.Get(ctx, "hot").Err()
-				d = append(d, time.Since(start))
-				time.Sleep(200 * time.Microsecond)
-			}
+			getLoop(stop, func() { d = append(d, timeGet(ctx, getter)) })
 		})
 		err = during()
 		close(stop)
@@ -542,6 +532,26 @@ func latencyScenario(ctx context.Context, e *env, o options, rep *report) error 
 	rep.add(row{group: "latency", name: fmt.Sprintf("GET p99 during a sweep, SCAN_BUDGET=%d, in the windows between (p50 %v; sweep %v, %v of it stopped)", budget, il.on50.Round(time.Microsecond), il.took.Round(time.Millisecond), il.stopped.Round(time.Millisecond)), value: il.on99, ratio: ratio(il.on99, il.off99),
 		target: "≤ 2× no sweep", ok: il.on99 <= 2*il.off99})
 	return nil
+}
+
+// getLoop calls get every 200 µs until stop is closed, at most 10M times.
+func getLoop(stop <-chan struct{}, get func()) {
+	for range 10_000_000 {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		get()
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// timeGet returns how long one GET of the key "hot" took.
+func timeGet(ctx context.Context, getter *redis.Client) time.Duration {
+	start := time.Now()
+	_ = getter.Get(ctx, "hot").Err()
+	return time.Since(start)
 }
 
 // latencyWindow is the length of each window of interleaved: the machine's
@@ -587,16 +597,9 @@ func interleaved(ctx context.Context, e *env, bin string, budget int, getter *re
 		wg      sync.WaitGroup
 	)
 	wg.Go(func() {
-		for i := 0; i < 10_000_000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		getLoop(stop, func() {
 			p := phase.Load()
-			t := time.Now()
-			_ = getter.Get(ctx, "hot").Err()
-			d := time.Since(t)
+			d := timeGet(ctx, getter)
 			if p == phase.Load() { // a sample that straddles a switch is not counted
 				switch p {
 				case running:
@@ -605,8 +608,7 @@ func interleaved(ctx context.Context, e *env, bin string, budget int, getter *re
 					off = append(off, d)
 				}
 			}
-			time.Sleep(200 * time.Microsecond)
-		}
+		})
 	})
 	var err error
 	finished := false
