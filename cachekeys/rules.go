@@ -20,6 +20,7 @@ type Rules struct {
 	rules     []Rule
 	allow     []string
 	schedules []Schedule
+	cdc       []CDCTable
 }
 
 // Rule invalidates its templates when an event's subject matches On.
@@ -38,6 +39,7 @@ type file struct {
 	Rules    []ruleYAML     `yaml:"rules"`
 	Explicit *explicitYAML  `yaml:"explicit"`
 	Schedule []scheduleYAML `yaml:"schedule"`
+	CDC      *cdcYAML       `yaml:"cdc"`
 }
 
 type ruleYAML struct {
@@ -79,6 +81,10 @@ func Load(path string) (*Rules, error) {
 // lists global keys to refresh: `key`, `from` (both without
 // placeholders), `ttl` and `every` (at least [MinEvery]) are required, each
 // key at most once.
+//
+// A `cdc:` section maps PostgreSQL tables to the events `invalidator cdc`
+// publishes (see [CDCTable]); each entity's bulk and truncated subjects,
+// which carry no data, must then plan to something without data.
 //
 // All errors are [*RuleError] values wrapping [ErrInvalidRules]; the first
 // problem found is reported.
@@ -149,6 +155,9 @@ func build(f file) (*Rules, error) {
 		}
 	}
 	if err := r.setSchedules(f.Schedule); err != nil {
+		return nil, err
+	}
+	if err := r.setCDC(f.CDC); err != nil {
 		return nil, err
 	}
 	return r, nil

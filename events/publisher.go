@@ -119,6 +119,12 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev Event) (uint64, error) 
 	return ack.Sequence, nil
 }
 
+// Message returns the NATS message PublishEvent would send for ev, for a
+// caller that publishes it itself (asynchronously, say): the structured
+// CloudEvent body, Content-Type and a Nats-Msg-Id equal to the event ID.
+// Errors are PublishEvent's, and nothing is sent.
+func (p *Publisher) Message(ev Event) (*nats.Msg, error) { return p.message(ev) }
+
 // message builds the NATS message for ev after filling its defaults.
 func (p *Publisher) message(ev Event) (*nats.Msg, error) {
 	if ev.Subject == "" {
