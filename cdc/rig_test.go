@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -113,6 +114,9 @@ func (r *rig) startWorker() {
 func (r *rig) startRunner(cfg cdc.Config) (*cdc.Runner, func()) {
 	r.t.Helper()
 	cfg.DatabaseURL = r.db
+	if cfg.Slot == "" {
+		cfg.Slot = r.slot() // slots are the server's, not the database's
+	}
 	cfg.Tables = r.rules.CDC()
 	cfg.Logger = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	run, err := cdc.New(cfg, r.nc)
@@ -142,6 +146,15 @@ func (r *rig) startRunner(cfg cdc.Config) (*cdc.Runner, func()) {
 		return run.Status().Active
 	})
 	return run, stop
+}
+
+// slot is the rig's slot name: its database's name.
+func (r *rig) slot() string {
+	u, err := url.Parse(r.db)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
 }
 
 // exec runs SQL on the rig's database.
