@@ -171,6 +171,10 @@ func (c Config) backoff(n uint64) time.Duration {
 	return c.Backoff[i]
 }
 
+// StreamConfig is the events stream Setup creates when it is missing, for
+// a publisher (invalidator cdc) that starts before any worker.
+func (c Config) StreamConfig() jetstream.StreamConfig { return c.WithDefaults().streamConfig() }
+
 func (c Config) streamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:     c.Stream,

@@ -25,7 +25,9 @@ const devSummary = `The one-command local start. Uses NATS at NATS_URL if it ans
 starts an embedded JetStream server there (data in a temp dir); uses Redis at
 REDIS_URL if it answers, otherwise starts redis-server on that port as a child
 (when the binary is on PATH). Loads testdata/rules.yaml unless told otherwise,
-then runs the worker like 'run'. Everything it started stops with it.
+then runs the worker like 'run'. When CDC_DATABASE_URL is set and the rules
+file has a cdc section, it also runs 'cdc' in the same process. Everything it
+started stops with it.
 With --nats-cluster it starts a cluster of 3 embedded JetStream servers
 instead, the first on NATS_URL's port, and creates the streams with 3
 replicas.`
@@ -64,6 +66,7 @@ func loadDev(e env, args []string) (*config.Run, *cachekeys.Rules, bool, error) 
 	fs := newFlagSet(e, "dev", "[flags]", devSummary)
 	natsCluster := fs.Bool("nats-cluster", false, "start a cluster of 3 embedded JetStream servers instead of one, and create the streams with 3 replicas")
 	build := config.DevFlags(fs, e.getenv)
+	buildCDC := config.DevCDCFlags(fs, e.getenv)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return nil, nil, false, err
@@ -73,6 +76,9 @@ func loadDev(e env, args []string) (*config.Run, *cachekeys.Rules, bool, error) 
 	}
 	cfg, err := build()
 	if err != nil {
+		return nil, nil, false, usageError{err}
+	}
+	if cfg.CDC, err = buildCDC(); err != nil {
 		return nil, nil, false, usageError{err}
 	}
 	rules, err := loadRules(cfg.RulesPath)

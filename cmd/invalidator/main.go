@@ -4,6 +4,7 @@
 //
 //	invalidator run                       the worker
 //	invalidator dev                       the worker, starting NATS and Redis if they are not running
+//	invalidator cdc                       publish events from PostgreSQL's commit log
 //	invalidator publish SUBJECT [JSON]    publish an event
 //	invalidator purge PATTERN... [--dry-run] [--json]
 //	invalidator rules check FILE
@@ -58,6 +59,7 @@ func commands() []command {
 	return []command{
 		{"run", "[flags]", "run the worker", runCmd},
 		{"dev", "[flags]", "run the worker, starting NATS and Redis when they do not answer", devCmd},
+		{"cdc", "[flags]", "publish events from PostgreSQL's commit log (logical replication)", cdcCmd},
 		{"publish", "SUBJECT [JSON]", "publish an event (data from JSON or stdin); prints the stream sequence", publishCmd},
 		{"purge", "PATTERN... [--dry-run] [--json]", "remove keys now: all patterns in one shared SCAN pass", purgeCmd},
 		{"rules", "check FILE | explain FILE SUBJECT JSON", "validate rules, or show what an event would invalidate", rulesCmd},

@@ -74,6 +74,15 @@ func rulesCheck(e env, path string, requireEnv bool) error {
 	} else {
 		fmt.Fprintf(w, "explicit: none (%s events are rejected)\n", cachekeys.InvalidateSubject)
 	}
+	for _, t := range r.CDC() {
+		cols := make([]string, 0, len(t.Columns))
+		for c, f := range t.Columns {
+			cols = append(cols, c+"->"+f)
+		}
+		slices.Sort(cols)
+		fmt.Fprintf(w, "cdc %s -> %s.%s.created|updated|deleted|truncated|bulk, columns %s (and the key)\n",
+			t.Table(), cachekeys.SubjectPrefix, t.Entity, strings.Join(cols, " "))
+	}
 	return nil
 }
 

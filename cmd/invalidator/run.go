@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/cdc"
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -16,6 +17,7 @@ import (
 	"github.com/invalidator/invalidator/internal/ops"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -33,6 +35,23 @@ func runCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	return serve(ctx, e, cfg, rules, nil)
+}
+
+// devRunner is dev's cdc runner: one when CDC_DATABASE_URL is set and the
+// rules file has a cdc section, else nil (with a ⚠️ line when only the
+// database is configured).
+func devRunner(cfg *config.Run, rules *cachekeys.Rules, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) (*cdc.Runner, error) {
+	if cfg.CDC.DatabaseURL == "" {
+		return nil, nil
+	}
+	if len(rules.CDC()) == 0 {
+		log.Warn("⚠️ CDC_DATABASE_URL is set, but the rules file has no cdc section: cdc does not run", slog.String("rules", cfg.RulesPath))
+		return nil, nil
+	}
+	c := cfg.CDC
+	c.Replicas = cfg.Worker.StreamReplicas
+	log.Info("🔧 cdc on", slog.Int("tables", len(rules.CDC())), slog.String("slot", c.WithDefaults().Slot))
+	return newRunner(c, rules, nc, reg, log)
 }
 
 func loadRules(path string) (*cachekeys.Rules, error) {
@@ -108,17 +127,28 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	if err != nil {
 		return usageError{err}
 	}
+	runner, err := devRunner(cfg, rules, nc, reg, log)
+	if err != nil {
+		return usageError{err}
+	}
+	var cdcStatus func() cdc.Status
+	if runner != nil {
+		cdcStatus = runner.Status
+	}
 	var g errgroup.Group
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
 	if cfg.HTTPAddr != "" {
 		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
-			Sweeps: eng.Sweeps, DeadLetters: letters, Token: cfg.OpsToken, Logger: log})
+			Sweeps: eng.Sweeps, DeadLetters: letters, CDC: cdcStatus, Token: cfg.OpsToken, Logger: log})
 		ln, err := srv.Listen()
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Run(httpCtx, ln) })
+	}
+	if runner != nil {
+		g.Go(func() error { return runErr(runner.Run(ctx)) })
 	}
 	runDone := make(chan struct{})
 	g.Go(func() error {

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/cdc"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/invalidator/invalidator/warm"
@@ -118,6 +119,9 @@ type Run struct {
 	// WarmEnv holds the values of the environment variables the rules'
 	// headers_from_env name (see ResolveWarmEnv); they are secrets.
 	WarmEnv map[string]string
+	// CDC holds dev's CDC_* settings (see DevCDCFlags); its DatabaseURL is
+	// empty for run, and for dev when CDC_DATABASE_URL is unset.
+	CDC cdc.Config
 }
 
 // ResolveWarmEnv reads the environment variables named by the rules file's
@@ -143,7 +147,7 @@ func (r *Run) Secrets() []string {
 	}
 	s = append(s, r.Topology.SentinelPassword)
 	s = append(s, urlPasswords(r.NATSURL)...)
-	s = append(s, r.OpsToken)
+	s = append(s, r.OpsToken, DatabasePassword(r.CDC.DatabaseURL))
 	for _, v := range r.WarmEnv {
 		s = append(s, v)
 	}
@@ -252,12 +256,16 @@ func MissingEnv(names []string, getenv func(string) string) []string {
 }
 
 // register puts a flag on fs for each setting named by envs (every setting
-// when envs is nil), with defaults overriding the settings' own, and returns
+// of Settings when envs is nil; CDCSettings only by name), with defaults overriding the settings' own, and returns
 // the resolver that reads them after fs.Parse.
 func register(fs *flag.FlagSet, getenv func(string) string, envs []string, defaults map[string]string) *resolver {
 	vals := map[string]*string{}
 	settings := map[string]Setting{}
-	for _, s := range Settings {
+	all := Settings
+	if envs != nil {
+		all = append(slices.Clip(Settings), CDCSettings...)
+	}
+	for _, s := range all {
 		if envs != nil && !slices.Contains(envs, s.Env) {
 			continue
 		}

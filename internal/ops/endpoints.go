@@ -2,7 +2,10 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/invalidator/invalidator/cdc"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"log/slog"
 	"net/http"
@@ -17,11 +20,30 @@ import (
 func (s *Server) checks(ctx context.Context) (map[string]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	res := map[string]string{
-		"redis": shortError(s.d.Redis.Ping(ctx).Err()),
-		"nats":  shortError(s.natsCheck(ctx)),
+	res := map[string]string{"nats": shortError(s.natsCheck(ctx))}
+	if s.d.Redis != nil {
+		res["redis"] = shortError(s.d.Redis.Ping(ctx).Err())
 	}
-	return res, res["redis"] == "ok" && res["nats"] == "ok"
+	if s.d.CDC != nil {
+		res["postgres"] = postgresCheck(s.d.CDC())
+	}
+	ok := true
+	for _, v := range res {
+		ok = ok && v == "ok"
+	}
+	return res, ok
+}
+
+// postgresCheck is "ok" while the runner streams or stands by, else its
+// last error.
+func postgresCheck(st cdc.Status) string {
+	switch {
+	case st.Active || st.Standby:
+		return "ok"
+	case st.Error != "":
+		return shortError(errors.New(st.Error))
+	}
+	return "connecting"
 }
 
 func (s *Server) natsCheck(ctx context.Context) error {
@@ -57,6 +79,17 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	st, code := status(ok)
+	if s.d.CDC != nil {
+		cs := s.d.CDC()
+		switch {
+		case cs.Standby:
+			checks["cdc"], st, code = "standby", "standby", http.StatusServiceUnavailable
+		case !cs.Active:
+			checks["cdc"], st, code = "not streaming", "unhealthy", http.StatusServiceUnavailable
+		default:
+			checks["cdc"] = "ok"
+		}
+	}
 	writeJSON(w, code, map[string]any{"status": st, "checks": checks})
 }
 
@@ -129,14 +162,15 @@ func (s *Server) redisStats(w http.ResponseWriter, r *http.Request) {
 func (s *Server) detailed(w http.ResponseWriter, r *http.Request) {
 	checks, ok := s.checks(r.Context())
 	st, code := status(ok)
-	writeJSON(w, code, map[string]any{
-		"status": st,
-		"components": map[string]any{
-			"redis":  s.redisComponent(r.Context(), checks["redis"]),
-			"nats":   s.natsComponent(r.Context(), checks["nats"]),
-			"worker": s.workerComponent(),
-		},
-	})
+	components := map[string]any{"nats": s.natsComponent(r.Context(), checks["nats"])}
+	if s.d.Redis != nil {
+		components["redis"] = s.redisComponent(r.Context(), checks["redis"])
+		components["worker"] = s.workerComponent()
+	}
+	if s.d.CDC != nil {
+		components["cdc"] = s.cdcComponent(checks["postgres"])
+	}
+	writeJSON(w, code, map[string]any{"status": st, "components": components})
 }
 
 func (s *Server) redisComponent(ctx context.Context, check string) map[string]any {
@@ -190,6 +224,27 @@ func (s *Server) workerComponent() map[string]any {
 		"events_applied": st.Applied, "events_dead_lettered": st.DeadLettered, "events_retried": st.Retried,
 		"events_unrouted": st.Unrouted, "keys_removed": st.KeysRemoved, "last_event_at": last,
 	}
+}
+
+// cdcComponent is the runner's slot, lag and last commit.
+func (s *Server) cdcComponent(check string) map[string]any {
+	st := s.d.CDC()
+	role := "starting"
+	switch {
+	case st.Active:
+		role = "active"
+	case st.Standby:
+		role = "standby"
+	}
+	c := map[string]any{"status": check, "role": role, "slot": st.Slot, "publication": st.Publication,
+		"lag_bytes": st.LagBytes, "confirmed_lsn": st.ConfirmedLSN}
+	if st.LastCommitLSN != "" {
+		c["last_commit"] = map[string]any{"lsn": st.LastCommitLSN, "at": st.LastCommitAt.Format(time.RFC3339Nano)}
+	}
+	if st.Error != "" {
+		c["error"] = shortError(errors.New(st.Error))
+	}
+	return c
 }
 
 // opResult is one step of the self-test.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/invalidator/invalidator/cdc"
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/worker"
@@ -50,6 +51,12 @@ type Deps struct {
 	// DeadLetters, when set, is the dead-letter stream /api/v3/system/dlq
 	// reports on.
 	DeadLetters *deadletter.Store
+	// CDC, when set, reports an `invalidator cdc` runner: health checks
+	// PostgreSQL through it, ready answers 503 "standby" while another
+	// process holds the slot, and detailed health shows the slot, its lag
+	// and the last commit. A process without Redis (cdc alone) leaves
+	// Redis nil: its checks and endpoints are then left out.
+	CDC func() cdc.Status
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
 	Token  string
 	Logger *slog.Logger
@@ -88,10 +95,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/health/live", only(http.MethodGet, s.live))
 	mux.Handle("/metrics", only(http.MethodGet, s.metrics().ServeHTTP))
 	mux.Handle("/api/v3/system/health/detailed", s.guard(only(http.MethodGet, s.detailed)))
-	mux.Handle("/api/v3/system/redis/stats", s.guard(only(http.MethodGet, s.redisStats)))
-	mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
-	mux.Handle("/api/v3/system/sweeps", s.guard(only(http.MethodGet, s.sweeps)))
-	mux.Handle("/api/v3/system/dlq", s.guard(only(http.MethodGet, s.deadLetters)))
+	if s.d.Redis != nil {
+		mux.Handle("/api/v3/system/redis/stats", s.guard(only(http.MethodGet, s.redisStats)))
+		mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
+		mux.Handle("/api/v3/system/sweeps", s.guard(only(http.MethodGet, s.sweeps)))
+		mux.Handle("/api/v3/system/dlq", s.guard(only(http.MethodGet, s.deadLetters)))
+	}
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
 	return s.recover(limitBody(mux))
