@@ -223,7 +223,7 @@ func (r *Runner) loop(ctx context.Context, keys [][]string) error {
 			return err
 		case pgCode(err) == codeObjectInUse:
 			if !standbyLogged {
-				r.log.Info("🔌 standby: another process holds the slot; taking over when it goes", slog.String("slot", r.cfg.Slot))
+				r.log.Info("🔌 standby: another process holds the slot; taking over when it goes")
 				standbyLogged = true
 			}
 			r.update(func(s *Status) { s.Standby, s.Active = true, false })
@@ -281,8 +281,11 @@ func (r *Runner) session(ctx context.Context, keys [][]string) error {
 	if err != nil {
 		return fmt.Errorf("cdc: start replication: %w", err)
 	}
-	r.update(func(s *Status) { s.Active, s.Standby, s.Error = true, false, ""; s.ConfirmedLSN = si.confirmed.String() })
-	r.log.Info("✅ streaming from the slot", slog.String("slot", r.cfg.Slot), slog.String("from", si.confirmed.String()))
+	r.update(func(s *Status) {
+		s.Active, s.Standby, s.Error = true, false, ""
+		s.ConfirmedLSN = si.confirmed.String()
+	})
+	r.log.Info("✅ streaming from the slot", slog.String("from", si.confirmed.String()))
 	s := newStream(r, conn, keys, si.confirmed, st)
 	return s.run(ctx)
 }
@@ -314,7 +317,7 @@ func (r *Runner) ensureSlot(ctx context.Context, db *pgx.Conn, conn *pgconn.PgCo
 		if _, err := db.Exec(ctx, "SELECT pg_drop_replication_slot($1)", r.cfg.Slot); err != nil {
 			return false, fmt.Errorf("cdc: drop the lost slot %s: %w", r.cfg.Slot, err)
 		}
-		r.log.Warn("⚠️ the slot's WAL is lost (wal_status lost); dropped it", slog.String("slot", r.cfg.Slot))
+		r.log.Warn("⚠️ the slot's WAL is lost (wal_status lost); dropped it")
 		recorded = true
 	}
 	if recorded {
@@ -331,7 +334,7 @@ func (r *Runner) ensureSlot(ctx context.Context, db *pgx.Conn, conn *pgconn.PgCo
 	case err != nil:
 		return false, fmt.Errorf("cdc: create slot %s: %w", r.cfg.Slot, err)
 	}
-	r.log.Info("🔧 replication slot created", slog.String("slot", r.cfg.Slot))
+	r.log.Info("🔧 replication slot created")
 	if !recorded {
 		return false, st.put(ctx, slotState{})
 	}
@@ -363,7 +366,7 @@ func (r *Runner) recoverLost(ctx context.Context, st *state, at pglogrepl.LSN) e
 	}
 	r.cfg.Observer.SlotLost()
 	r.log.Warn("⚠️ replication slot was lost: changes since its last position are unknown, so every entity's bulk event was published",
-		slog.String("slot", r.cfg.Slot), slog.Int("entities", n))
+		slog.Int("entities", n))
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/cdc"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testserver.StopPostgres()
+	testproc.Cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
