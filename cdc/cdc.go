@@ -73,14 +73,15 @@ type Runner struct {
 	pub    *events.Publisher
 	dbCfg  *pgconn.Config
 	log    *slog.Logger
+	keys   [][]string // each table's key columns, once Prepare has run
 	mu     sync.Mutex
 	status Status
 	ran    bool
 }
 
-// New returns a Runner for cfg that publishes through nc. It checks the
-// settings, not the database: Run does that.
-func New(cfg Config, nc *nats.Conn) (*Runner, error) {
+// New returns a Runner for cfg. It checks the settings, not the database:
+// Prepare does that.
+func New(cfg Config) (*Runner, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -89,16 +90,7 @@ func New(cfg Config, nc *nats.Conn) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: CDC_DATABASE_URL must be postgres://user:password@host:port/db (%s)", ErrSetup, scrub(err, cfg.DatabaseURL))
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInFlight+1),
-		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("cdc: jetstream: %w", err)
-	}
-	pub, err := events.NewPublisher(js)
-	if err != nil {
-		return nil, err
-	}
-	r := &Runner{cfg: cfg, js: js, pub: pub, dbCfg: dbCfg, log: cfg.Logger.With(slog.String("slot", cfg.Slot))}
+	r := &Runner{cfg: cfg, dbCfg: dbCfg, log: cfg.Logger.With(slog.String("slot", cfg.Slot))}
 	r.status = Status{Slot: cfg.Slot, Publication: cfg.Publication, LagBytes: -1}
 	return r, nil
 }
@@ -125,12 +117,29 @@ func (r *Runner) update(f func(*Status)) {
 	f(&r.status)
 }
 
-// Run checks the database, makes the publication and the slot if they are
-// missing, and streams until ctx ends; then it waits (at most 10 s) for
-// the PubAcks in flight and confirms them. A problem that waiting will not
-// heal returns an error wrapping ErrSetup; lost connections are retried.
-// Run may be called once.
-func (r *Runner) Run(ctx context.Context) error {
+// Prepare checks the database (waiting while it is unreachable) and makes
+// the publication if it is missing: PostgreSQL 14 or later,
+// wal_level=logical, every table present with a replica identity, and
+// mapped non-key columns only under REPLICA IDENTITY FULL. A problem that
+// waiting will not heal returns an error wrapping ErrSetup, whose message
+// says how to fix it. Run calls it when it has not run.
+func (r *Runner) Prepare(ctx context.Context) error {
+	if r.keys != nil {
+		return nil
+	}
+	keys, err := r.prepare(ctx)
+	if err == nil {
+		r.keys = keys
+	}
+	return err
+}
+
+// Run prepares (see Prepare), makes the slot if it is missing, and
+// streams, publishing through nc, until ctx ends; then it waits (at most
+// 10 s) for the PubAcks in flight and confirms them. A problem that
+// waiting will not heal returns an error wrapping ErrSetup; lost
+// connections are retried. Run may be called once.
+func (r *Runner) Run(ctx context.Context, nc *nats.Conn) error {
 	r.mu.Lock()
 	if r.ran {
 		r.mu.Unlock()
@@ -138,10 +147,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.ran = true
 	r.mu.Unlock()
-	keys, err := r.prepare(ctx)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(r.cfg.MaxInFlight+1),
+		jetstream.WithPublishAsyncTimeout(r.cfg.PublishTimeout))
 	if err != nil {
+		return fmt.Errorf("cdc: jetstream: %w", err)
+	}
+	if r.pub, err = events.NewPublisher(js); err != nil {
 		return err
 	}
+	r.js = js
+	if err := r.Prepare(ctx); err != nil {
+		return err
+	}
+	keys := r.keys
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { r.sampleLag(gctx); return nil })
 	g.Go(func() error { return r.loop(gctx, keys) })

@@ -121,13 +121,13 @@ func (r *rig) startRunner(cfg cdc.Config) (*cdc.Runner, func()) {
 	}
 	cfg.Tables = r.rules.CDC()
 	cfg.Logger = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	run, err := cdc.New(cfg, r.nc)
+	run, err := cdc.New(cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run.Run(ctx) }()
+	go func() { done <- run.Run(ctx, r.nc) }()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

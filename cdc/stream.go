@@ -263,8 +263,10 @@ func (s *stream) status(ctx context.Context) error {
 	}
 	s.sent, s.lastStatus, s.forceStatus = pos, now, false
 	if s.doneSeq > s.sentSeq {
+		if f := s.pub.fail; f.name == "after-confirm" && f.n > s.sentSeq && f.n <= s.doneSeq {
+			f.hit("after-confirm", f.n, s.r.log) // its end is in this confirm
+		}
 		s.sentSeq = s.doneSeq
-		s.pub.fail.hit("after-confirm", s.sentSeq, s.r.log)
 	}
 	s.r.update(func(st *Status) { st.ConfirmedLSN = pos.String() })
 	if pos > s.stateRecorded && now.Sub(s.lastState) >= stateEvery {

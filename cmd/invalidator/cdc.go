@@ -16,7 +16,6 @@ import (
 	"github.com/invalidator/invalidator/internal/metrics"
 	"github.com/invalidator/invalidator/internal/ops"
 	"github.com/invalidator/invalidator/worker"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -59,6 +58,15 @@ func cdcCmd(ctx context.Context, e env, args []string) error {
 	log := logging.New(e.stderr, logging.Options{Format: cfg.LogFormat, Level: cfg.LogLevel, Secrets: cfg.Secrets()})
 	log.Info("🔧 configuration loaded", slog.String("rules", cfg.RulesPath), slog.Int("tables", len(rules.CDC())),
 		slog.String("slot", cfg.Runner.Slot), slog.String("publication", cfg.Runner.Publication))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	runner, err := newRunner(cfg.Runner, rules, reg, log)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := runner.Prepare(ctx); err != nil { // the database's problems, before any other connection
+		return runErr(err)
+	}
 	nc, err := connectNATS(&config.Run{NATSURL: cfg.NATSURL, NATSCreds: cfg.NATSCreds, NATSTLS: cfg.NATSTLS}, log)
 	if err != nil {
 		return err
@@ -69,12 +77,6 @@ func cdcCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	ensureEventsStream(ctx, js, worker.Config{Stream: cfg.Stream, StreamReplicas: cfg.StreamReplicas}, log)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	runner, err := newRunner(cfg.Runner, rules, nc, reg, log)
-	if err != nil {
-		return usageError{err}
-	}
 	var g errgroup.Group
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
@@ -88,7 +90,7 @@ func cdcCmd(ctx context.Context, e env, args []string) error {
 	}
 	g.Go(func() error {
 		defer stopHTTP()
-		return runErr(runner.Run(ctx))
+		return runErr(runner.Run(ctx, nc))
 	})
 	if err := g.Wait(); err != nil {
 		return err
@@ -98,12 +100,12 @@ func cdcCmd(ctx context.Context, e env, args []string) error {
 }
 
 // newRunner makes a cdc runner for the rules' tables, counted on reg.
-func newRunner(c cdc.Config, rules *cachekeys.Rules, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) (*cdc.Runner, error) {
+func newRunner(c cdc.Config, rules *cachekeys.Rules, reg prometheus.Registerer, log *slog.Logger) (*cdc.Runner, error) {
 	var runner *cdc.Runner
 	m := metrics.NewCDC(reg, func() cdc.Status { return runner.Status() })
 	m.Tables(rules.CDC())
 	c.Tables, c.Logger, c.Observer = rules.CDC(), log, m
-	runner, err := cdc.New(c, nc)
+	runner, err := cdc.New(c)
 	return runner, err
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/invalidator/invalidator/internal/ops"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -40,7 +39,7 @@ func runCmd(ctx context.Context, e env, args []string) error {
 // devRunner is dev's cdc runner: one when CDC_DATABASE_URL is set and the
 // rules file has a cdc section, else nil (with a ⚠️ line when only the
 // database is configured).
-func devRunner(cfg *config.Run, rules *cachekeys.Rules, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) (*cdc.Runner, error) {
+func devRunner(cfg *config.Run, rules *cachekeys.Rules, reg prometheus.Registerer, log *slog.Logger) (*cdc.Runner, error) {
 	if cfg.CDC.DatabaseURL == "" {
 		return nil, nil
 	}
@@ -51,7 +50,7 @@ func devRunner(cfg *config.Run, rules *cachekeys.Rules, nc *nats.Conn, reg prome
 	c := cfg.CDC
 	c.Replicas = cfg.Worker.StreamReplicas
 	log.Info("🔧 cdc on", slog.Int("tables", len(rules.CDC())), slog.String("slot", c.WithDefaults().Slot))
-	return newRunner(c, rules, nc, reg, log)
+	return newRunner(c, rules, reg, log)
 }
 
 func loadRules(path string) (*cachekeys.Rules, error) {
@@ -127,7 +126,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	if err != nil {
 		return usageError{err}
 	}
-	runner, err := devRunner(cfg, rules, nc, reg, log)
+	runner, err := devRunner(cfg, rules, reg, log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -148,7 +147,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		g.Go(func() error { return srv.Run(httpCtx, ln) })
 	}
 	if runner != nil {
-		g.Go(func() error { return runErr(runner.Run(ctx)) })
+		g.Go(func() error { return runErr(runner.Run(ctx, nc)) })
 	}
 	runDone := make(chan struct{})
 	g.Go(func() error {
