@@ -19,16 +19,24 @@ import (
 // extra environment variables, and waits until it streams.
 func (r *rig) process(extra ...string) *testproc.Proc {
 	r.t.Helper()
+	p := testproc.Start(r.t, r.env(extra...), "cdc")
+	p.WaitLog(r.t, "streaming from the slot", 30*time.Second)
+	return p
+}
+
+// env is the environment of an `invalidator cdc` process on the rig's
+// database, slot and NATS; extra settings come last and win.
+func (r *rig) env(extra ...string) []string {
+	r.t.Helper()
 	rules, err := filepath.Abs("../testdata/rules-cdc.yaml")
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	env := append([]string{"CDC_DATABASE_URL=" + r.db, "CDC_SLOT=" + r.slot(), "NATS_URL=" + r.nc.ConnectedUrl(),
+	return append([]string{"CDC_DATABASE_URL=" + r.db, "CDC_SLOT=" + r.slot(), "NATS_URL=" + r.nc.ConnectedUrl(),
 		"INVALIDATOR_RULES=" + rules, "HTTP_ADDR=", "LOG_FORMAT=json", "LOG_LEVEL=debug"}, extra...)
-	p := testproc.Start(r.t, env, "cdc")
-	p.WaitLog(r.t, "streaming from the slot", 30*time.Second)
-	return p
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // workload is six transactions with 405 events in all: a single insert,
 // an interleaved pair, a COPY of 300 rows, an UPDATE of 100 rows and a
