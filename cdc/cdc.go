@@ -95,6 +95,12 @@ func New(cfg Config) (*Runner, error) {
 	return r, nil
 }
 
+// Source is the CloudEvents source of the events a slot publishes:
+// urn:invalidator:cdc:<system id>/<database>/<slot>.
+func Source(systemID, database, slot string) string {
+	return "urn:invalidator:cdc:" + systemID + "/" + database + "/" + slot
+}
+
 // scrub removes the URL's password from an error message.
 func scrub(err error, url string) string {
 	msg := err.Error()
@@ -286,8 +292,9 @@ func (r *Runner) session(ctx context.Context, keys [][]string) error {
 	if err != nil {
 		return err
 	}
+	source := Source(sys.SystemID, r.dbCfg.Database, r.cfg.Slot)
 	if lost {
-		if err := r.recoverLost(ctx, st, si.confirmed); err != nil {
+		if err := r.recoverLost(ctx, st, si.confirmed, source); err != nil {
 			return err
 		}
 	}
@@ -304,7 +311,7 @@ func (r *Runner) session(ctx context.Context, keys [][]string) error {
 		s.ConfirmedLSN = si.confirmed.String()
 	})
 	r.log.Info("✅ streaming from the slot", slog.String("from", si.confirmed.String()))
-	s := newStream(r, conn, keys, si.confirmed, st)
+	s := newStream(r, conn, keys, si.confirmed, st, source)
 	return s.run(ctx)
 }
 
@@ -362,7 +369,7 @@ func (r *Runner) ensureSlot(ctx context.Context, db *pgx.Conn, conn *pgconn.PgCo
 // recoverLost publishes events.<entity>.bulk for every mapped entity, after
 // the new slot exists, so every change the lost slot missed is covered,
 // and before any row event of the new slot.
-func (r *Runner) recoverLost(ctx context.Context, st *state, at pglogrepl.LSN) error {
+func (r *Runner) recoverLost(ctx context.Context, st *state, at pglogrepl.LSN, source string) error {
 	seen := map[string]bool{}
 	n := 0
 	for _, t := range r.cfg.Tables {
@@ -371,7 +378,7 @@ func (r *Runner) recoverLost(ctx context.Context, st *state, at pglogrepl.LSN) e
 		}
 		seen[t.Entity] = true
 		subject := t.Subject(cachekeys.ActionBulk)
-		ev := events.Event{ID: fmt.Sprintf("cdc:%s:lost:%s:%d", r.cfg.Slot, at, n), Subject: subject, Type: subject,
+		ev := events.Event{ID: fmt.Sprintf("cdc:%s:lost:%s:%d", r.cfg.Slot, at, n), Source: source, Subject: subject, Type: subject,
 			SpecVersion: events.SpecVersion, Time: time.Now().UTC(), Data: map[string]any{}, CloudEvent: true}
 		if _, err := r.pub.PublishEvent(ctx, ev); err != nil {
 			return fmt.Errorf("cdc: publish %s for the lost slot: %w", subject, err)

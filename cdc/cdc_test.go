@@ -90,10 +90,19 @@ func TestMappedColumnChangeRemovesBothValuesKeys(t *testing.T) {
 		t.Fatalf("an update of an unmapped column published %d events, want 1", n)
 	}
 	var ev struct {
-		Data map[string]any `json:"data"`
+		Data   map[string]any `json:"data"`
+		Source string         `json:"source"`
+		ID     string         `json:"id"`
+		Time   time.Time      `json:"time"`
 	}
 	if err := json.Unmarshal(got[before].data, &ev); err != nil {
 		t.Fatal(err)
+	}
+	if want := "/" + r.slot() + "/" + r.slot(); !strings.HasPrefix(ev.Source, "urn:invalidator:cdc:") || !strings.HasSuffix(ev.Source, want) {
+		t.Errorf("source = %q, want urn:invalidator:cdc:<system id>/<database>/<slot>", ev.Source)
+	}
+	if ev.ID != got[before].id || time.Since(ev.Time) > time.Minute {
+		t.Errorf("id %q (Nats-Msg-Id %q), time %v: want equal ids and the commit time", ev.ID, got[before].id, ev.Time)
 	}
 	if want := map[string]any{"user_id": "7", "email": "new@example.com"}; !maps.Equal(ev.Data, want) {
 		t.Errorf("event data = %v, want %v (mapped and key columns only)", ev.Data, want)

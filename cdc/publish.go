@@ -54,6 +54,7 @@ type publisher struct {
 	js       jetstream.JetStream
 	pub      *events.Publisher
 	slot     string
+	source   string // urn:invalidator:cdc:<system id>/<database>/<slot>
 	max      int
 	log      *slog.Logger
 	obs      Observer
@@ -94,7 +95,7 @@ func (p *publisher) messages(changes []change, commitLSN pglogrepl.LSN, commitTi
 		if data == nil {
 			data = map[string]any{}
 		}
-		ev := events.Event{ID: id, Subject: c.subject(), Type: c.subject(), SpecVersion: events.SpecVersion,
+		ev := events.Event{ID: id, Source: p.source, Subject: c.subject(), Type: c.subject(), SpecVersion: events.SpecVersion,
 			Time: commitTime.UTC(), Data: data, CloudEvent: true}
 		m, err := p.pub.Message(ev)
 		if err != nil {

@@ -48,12 +48,12 @@ type stream struct {
 	stateRecorded pglogrepl.LSN
 }
 
-func newStream(r *Runner, conn *pgconn.PgConn, keys [][]string, confirmed pglogrepl.LSN, st *state) *stream {
+func newStream(r *Runner, conn *pgconn.PgConn, keys [][]string, confirmed pglogrepl.LSN, st *state, source string) *stream {
 	name, n, _ := parseFailPoint(r.cfg.FailPoint)
 	return &stream{
 		r: r, conn: conn, keys: keys, rels: map[uint32]*relation{}, st: st,
 		confirmed: confirmed, sent: confirmed, stateRecorded: confirmed, lastState: time.Now(),
-		pub: &publisher{js: r.js, pub: r.pub, slot: r.cfg.Slot, max: r.cfg.MaxInFlight, log: r.log,
+		pub: &publisher{js: r.js, pub: r.pub, slot: r.cfg.Slot, source: source, max: r.cfg.MaxInFlight, log: r.log,
 			obs: r.cfg.Observer, fail: failPoint{name: name, n: n}},
 	}
 }

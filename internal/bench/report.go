@@ -38,6 +38,7 @@ var groupTitles = map[string]string{
 	"steady":   "Steady pattern stream (ratio: lag / one SCAN pass)",
 	"latency":  "Concurrent GET latency (ratio: p99 / p99 with no sweep)",
 	"rss":      "Memory (ratio: drain time / one SCAN pass)",
+	"cdc":      "invalidator cdc (ratios: pg_recvlogical's time / cdc's; latency / 50 ms; RSS / 64 MiB)",
 }
 
 func (r *report) markdown() string {
