@@ -1,8 +1,10 @@
 # Build: docker build -t invalidator .
 # Run:   docker run --rm -p 8080:8080 -v $PWD/rules.yaml:/etc/invalidator/rules.yaml:ro \
 #          -e INVALIDATOR_RULES=/etc/invalidator/rules.yaml -e REDIS_URL=... -e NATS_URL=... invalidator
-# `run` refuses to start without INVALIDATOR_RULES. The image ships an example
-# rules file, /etc/invalidator/rules.example.yaml (testdata/rules.yaml), to try it.
+# `run` refuses to start without INVALIDATOR_RULES. The image ships example
+# rules files, /etc/invalidator/rules.example.yaml (testdata/rules.yaml) and,
+# with a cdc section for `invalidator cdc`, rules-cdc.example.yaml
+# (testdata/rules-cdc.yaml), to try it.
 
 # ---- builder ---------------------------------------------------------------
 # go.mod says go 1.26.8: the image has exactly that toolchain, and
@@ -25,6 +27,7 @@ FROM gcr.io/distroless/static-debian12:nonroot
 
 COPY --from=builder /out/invalidator /invalidator
 COPY testdata/rules.yaml /etc/invalidator/rules.example.yaml
+COPY testdata/rules-cdc.yaml /etc/invalidator/rules-cdc.example.yaml
 
 ENV LOG_FORMAT=json
 

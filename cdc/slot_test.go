@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,4 +194,20 @@ func TestSlotWithLostWAL(t *testing.T) {
 	if !contains(r.log.String(), "wal_status lost") {
 		t.Errorf("no line for the lost WAL in:\n%s", r.log)
 	}
+}
+
+// The setup the README gives works: the tables' owner makes the
+// publication, and cdc runs as a role with only REPLICATION LOGIN.
+func TestLeastPrivilegeRole(t *testing.T) {
+	r := newRig(t, rigOptions{noRunner: true})
+	role := "cdc_" + r.slot()
+	r.exec("CREATE PUBLICATION invalidator FOR TABLE courses, users")
+	r.exec("CREATE ROLE " + role + " WITH LOGIN REPLICATION PASSWORD 'pw'")
+	owner := r.db
+	r.db = strings.Replace(r.db, "postgres@", role+":pw@", 1)
+	r.startRunner(cdc.Config{})
+	r.db = owner
+	r.set("cache:course_analytics:3")
+	r.exec("INSERT INTO courses (id) VALUES (3)")
+	r.waitGone("cache:course_analytics:3")
 }
