@@ -18,7 +18,7 @@ const (
 	// so a confirm follows its last PubAck closely.
 	ackPoll = 2 * time.Millisecond
 	// minStatusGap spaces the status updates that report a new confirm.
-	minStatusGap = 5 * time.Millisecond
+	minStatusGap = 50 * time.Millisecond
 	// stateEvery is how often the confirmed position is recorded in the
 	// state bucket.
 	stateEvery = 5 * time.Second
@@ -59,6 +59,16 @@ func newStream(r *Runner, conn *pgconn.PgConn, keys [][]string, confirmed pglogr
 }
 
 func (s *stream) run(ctx context.Context) error {
+	// One deadline context serves many receives: while catching up, a
+	// context per message would cost more than the message.
+	var rctx context.Context
+	var rdeadline time.Time
+	var stops []context.CancelFunc // at most one live; vet wants each kept
+	defer func() {
+		for _, c := range stops {
+			c()
+		}
+	}()
 	for {
 		if ctx.Err() != nil {
 			return s.drain(ctx)
@@ -67,9 +77,14 @@ func (s *stream) run(ctx context.Context) error {
 		if !s.pub.idle() {
 			deadline = minTime(deadline, time.Now().Add(ackPoll))
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
+		if rctx == nil || rctx.Err() != nil || rdeadline.After(deadline) {
+			for _, c := range stops {
+				c()
+			}
+			c, cancel := context.WithDeadline(ctx, deadline)
+			rctx, rdeadline, stops = c, deadline, append(stops[:0], cancel)
+		}
 		msg, err := s.conn.ReceiveMessage(rctx)
-		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return s.drain(ctx)
