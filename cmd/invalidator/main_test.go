@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,8 @@ type given struct {
 	args  []string
 	env   map[string]string
 	stdin string
+	// stdinFile, when set, is standard input instead of stdin.
+	stdinFile *os.File
 }
 
 // result is what a command did.
@@ -50,8 +53,12 @@ type result struct {
 func cli(t *testing.T, g given) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
+	var stdin io.Reader = strings.NewReader(g.stdin)
+	if g.stdinFile != nil {
+		stdin = g.stdinFile
+	}
 	e := env{
-		stdin:  strings.NewReader(g.stdin),
+		stdin:  stdin,
 		stdout: &stdout,
 		stderr: &stderr,
 		getenv: func(k string) string { return g.env[k] },
