@@ -315,6 +315,13 @@ func TestRun(t *testing.T) {
 			wantStderrLines: 1,
 		},
 		{
+			name:            "publish an array",
+			given:           given{args: []string{"publish", "events.course.updated", "[1]"}},
+			want:            exitUsage,
+			wantStderr:      []string{"event data must be a JSON object: got an array"},
+			wantStderrLines: 1,
+		},
+		{
 			name:            "publish without a subject",
 			given:           given{args: []string{"publish"}},
 			want:            exitUsage,
