@@ -152,6 +152,16 @@ func TestRun(t *testing.T) {
 			wantStderr: []string{`unknown command "frobnicate"`},
 		},
 		{
+			// Refused with the other settings: one line, before any connection
+			// (nothing listens on port 1, so a connection would log).
+			name: "run with GENERATIONS off and warm rules",
+			given: given{args: []string{"run"}, env: map[string]string{"INVALIDATOR_RULES": warmRules, "GENERATIONS": "off",
+				"WARM_API_AUTH": "Bearer s3cret", "REDIS_URL": "redis://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}},
+			want:            exitUsage,
+			wantStderr:      []string{"GENERATIONS: off, but the rules file warms keys"},
+			wantStderrLines: 1,
+		},
+		{
 			name:            "run with an unknown flag",
 			given:           given{args: []string{"run", "--no-such-flag"}},
 			want:            exitUsage,
