@@ -35,7 +35,7 @@ const (
 	// 431 itself; between maxHeaderBytes and this, limitHeader answers the
 	// JSON 431 every other error has.
 	readHeaderBytes = http.DefaultMaxHeaderBytes
-	checkTimeout   = 2 * time.Second
+	checkTimeout    = 2 * time.Second
 	// SelfTestPrefix is the key prefix of the Redis self-test; it touches no other key.
 	SelfTestPrefix = "invalidator:selftest:"
 	selfTestTTL    = 30 * time.Second
