@@ -100,6 +100,10 @@ func TestPythonProtocol(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("python printed %q, want %q", got, want)
 	}
+	if got, ttl := rdb.Get(ctx, engine.ProtocolMarkerKey).Val(), rdb.PTTL(ctx, engine.ProtocolMarkerKey).Val(); got != "python" ||
+		ttl <= 0 || ttl > engine.ProtocolMarkerTTL {
+		t.Errorf("protocol marker %q with TTL %s after the Python reads, want \"python\" within %s", got, ttl, engine.ProtocolMarkerTTL)
+	}
 	var v map[string]string
 	if found, err := c.Get(ctx, "cache:course_analytics:42:daily", &v); !found || err != nil || v["from"] != "python" {
 		t.Fatalf("Go read of the Python fill: %v, %v, %v", found, err, v)

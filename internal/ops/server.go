@@ -54,6 +54,9 @@ type Deps struct {
 	// DeadLetters, when set, is the dead-letter stream /api/v3/system/dlq
 	// reports on.
 	DeadLetters *deadletter.Store
+	// Generations, when set, says whether the engine advances the
+	// generation guard and why, for /api/v3/system/health/detailed.
+	Generations func() (on bool, why string)
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
 	Token  string
 	Logger *slog.Logger
