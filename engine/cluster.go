@@ -131,9 +131,9 @@ func (e *Cluster) node(ctx context.Context, addr string) (*clusterNode, error) {
 	client := redis.NewClient(nodeOptions(e.rdb.Options(), addr))
 	cfg := e.cfg.Sweep
 	// The walker UNLINKs a page's matches in multi-key commands, which
-	// must not span slots on a cluster node: one key per UNLINK (all still
-	// in the round trip that carries the next SCAN).
-	cfg.UnlinkChunk = 1
+	// must not span slots on a cluster node: one UNLINK per slot of the
+	// page (all still in the round trip that carries the next SCAN).
+	cfg.SlotOf = Slot
 	if e.cfg.NodeObserver != nil {
 		cfg.Observer = e.cfg.NodeObserver(addr)
 	}

@@ -69,6 +69,13 @@ type Config struct {
 	// UnlinkChunk caps the keys of one UNLINK command. Defaults to
 	// DefaultUnlinkChunk.
 	UnlinkChunk int
+	// SlotOf, when set, groups a page's matches by its value before they
+	// are chunked: every UNLINK then holds keys of one group only. A Redis
+	// Cluster node refuses a multi-key command across hash slots, so the
+	// cluster engine sets it to the key's slot: one UNLINK per slot of the
+	// page, all in the round trip of the next SCAN. Defaults to nil, one
+	// group.
+	SlotOf func(key string) int
 	// MaxCallsPerPass bounds the SCAN calls of one pass; past it, the
 	// patterns of the walk fail with ErrPassTooLong. Defaults to
 	// DefaultMaxCallsPerPass.

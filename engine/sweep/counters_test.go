@@ -15,6 +15,7 @@ import (
 
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // syncBuffer is a bytes.Buffer a logger and the test share.
@@ -152,5 +153,47 @@ func TestSweepExaminedAndPageLines(t *testing.T) {
 	}
 	if res.Examined < 9_000 || res.Examined > 10_001 {
 		t.Errorf("examined %d keys of 10,001", res.Examined)
+	}
+}
+
+// unlinkCalls reads cmdstat_unlink calls from INFO commandstats.
+func unlinkCalls(t testing.TB, rdb interface {
+	Info(context.Context, ...string) *redis.StringCmd
+}) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_unlink:calls="); ok {
+			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// With SlotOf, a page's matches go in one UNLINK per group (a cluster
+// node's hash slot), not one per key: 4 groups make at most 4 UNLINKs a
+// page, and every key still goes.
+func TestSweepGroupsUnlinksBySlot(t *testing.T) {
+	t.Parallel()
+	rdb := newRedis(t)
+	ctx := context.Background()
+	fill(t, rdb, courseKeys(10, 1000))
+	w := newWalker(t, rdb, sweep.Config{SlotOf: func(k string) int { return int(k[len(k)-1]) % 4 }})
+	rdb.ConfigResetStat(ctx)
+	res, err := w.Sweep(ctx, []string{"cache:course_analytics:3:*"})
+	if err != nil || res.Removed != 1000 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	calls := unlinkCalls(t, rdb)
+	t.Logf("1000 keys removed in %d UNLINKs over %d SCAN calls", calls, res.ScanCalls)
+	if calls > 4*(res.ScanCalls+1) || calls >= 1000 {
+		t.Errorf("%d UNLINKs for 1000 keys in %d pages, want at most 4 a page", calls, res.ScanCalls)
+	}
+	if n := len(scanAll(t, rdb, "cache:course_analytics:3:*")); n != 0 {
+		t.Errorf("%d keys left", n)
 	}
 }

@@ -382,8 +382,10 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 		if w.cfg.DryRun != nil {
 			break // page reported and counted them
 		}
-		for c := range slices.Chunk(ks, w.cfg.UnlinkChunk) {
-			unlinks = append(unlinks, unlink{req, pipe.Unlink(w.ctx, c...)})
+		for _, group := range w.groups(ks) {
+			for c := range slices.Chunk(group, w.cfg.UnlinkChunk) {
+				unlinks = append(unlinks, unlink{req, pipe.Unlink(w.ctx, c...)})
+			}
 		}
 	}
 	var sc *redis.ScanCmd
@@ -418,6 +420,27 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 		s.size, s.seen = float64(size.Val()), 0
 	}
 	return keys, next, removed, nil
+}
+
+// groups splits keys by Config.SlotOf, in order of first appearance; one
+// group without it.
+func (w *Walker) groups(keys []string) [][]string {
+	if w.cfg.SlotOf == nil || len(keys) < 2 {
+		return [][]string{keys}
+	}
+	index := map[int]int{}
+	var out [][]string
+	for _, k := range keys {
+		slot := w.cfg.SlotOf(k)
+		i, ok := index[slot]
+		if !ok {
+			i = len(out)
+			index[slot] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], k)
+	}
+	return out
 }
 
 // adapt sets the COUNT of the next SCAN from the round trip just made,
