@@ -48,6 +48,7 @@ type Cache struct {
 	metrics *metrics
 	group   singleflight.Group
 	down    atomic.Bool // a Redis outage is being reported
+	marker  *marker     // nil on an unsupported topology
 }
 
 // Option configures a Cache.
@@ -107,7 +108,9 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 		c.proto, c.eng, c.closer = clusterProtocol{client}, eng, eng
 	default:
 		c.log.Error("❌ cache: unsupported Redis client, every operation will fail", slog.String("client", fmt.Sprintf("%T", rdb)))
+		return c
 	}
+	c.marker = &marker{rdb: rdb}
 	return c
 }
 
@@ -136,6 +139,7 @@ func (c *Cache) Get(ctx context.Context, key string, dst any) (found bool, err e
 	if err != nil {
 		return false, err
 	}
+	c.marker.touch(ctx)
 	key = c.prefix + key
 	b, ok, err := proto.read(ctx, key)
 	if err != nil {
@@ -174,6 +178,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
+	c.marker.touch(ctx)
 	b, err := json.Marshal(value)
 	if err != nil {
 		return fmt.Errorf("cache: encode %s: %w", key, err)

@@ -35,6 +35,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 	if err := checkTTL(ttl); err != nil {
 		return zero, err
 	}
+	c.marker.touch(ctx)
 	full := c.prefix + key
 	b, ok, err := proto.read(ctx, full)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,20 +61,29 @@ func TestPythonProtocol(t *testing.T) {
 		t.Fatal("no python block in the README section")
 	}
 	block, _, _ = strings.Cut(block, "```")
-	script := filepath.Join(t.TempDir(), "protocol.py")
+	// The script sits beside a cache/ directory with the scripts, and runs
+	// from another directory without CACHE_LUA_DIR: it must find them.
+	dir := t.TempDir()
+	script := filepath.Join(dir, "protocol.py")
 	if err := os.WriteFile(script, []byte(block+pythonDriver), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	lua, _ := filepath.Abs(".")
+	if err := os.Symlink(lua, filepath.Join(dir, "cache")); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := t.TempDir()
 	srv := testserver.Redis(t)
 	rdb := testserver.RedisClient(t, srv)
 	c := New(rdb, WithLogger(discard))
 	defer c.Close()
-	lua, _ := filepath.Abs(".")
 	python := func(cmds ...string) []string {
 		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, interpreter, append([]string{script}, cmds...)...)
-		cmd.Env = append(os.Environ(), "REDIS_URL="+srv.URL(), "CACHE_LUA_DIR="+lua)
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "CACHE_LUA_DIR=") }),
+			"REDIS_URL="+srv.URL())
+		cmd.Dir = elsewhere
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("python3: %v\n%s", err, out)
@@ -89,6 +99,10 @@ func TestPythonProtocol(t *testing.T) {
 	want := []string{`{"students": 31}`, "null", `{"from": "python"}`, `{"from": "python"}`}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("python printed %q, want %q", got, want)
+	}
+	if got, ttl := rdb.Get(ctx, engine.ProtocolMarkerKey).Val(), rdb.PTTL(ctx, engine.ProtocolMarkerKey).Val(); got != "python" ||
+		ttl <= 0 || ttl > engine.ProtocolMarkerTTL {
+		t.Errorf("protocol marker %q with TTL %s after the Python reads, want \"python\" within %s", got, ttl, engine.ProtocolMarkerTTL)
 	}
 	var v map[string]string
 	if found, err := c.Get(ctx, "cache:course_analytics:42:daily", &v); !found || err != nil || v["from"] != "python" {

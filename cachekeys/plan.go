@@ -27,6 +27,20 @@ type Plan struct {
 	// occurrence's headers and TTL win). It is empty for explicit
 	// ([InvalidateSubject]) plans.
 	Warm []WarmRequest
+	// WarmSkipped lists the warm targets of the matching rules that could
+	// not be rendered from the event (a value that is safe in a key but not
+	// in a URL, like ".."; a missing field): the keys are still invalidated,
+	// only those warm requests are not made. Each URL template is listed
+	// once.
+	WarmSkipped []WarmSkip
+}
+
+// WarmSkip is a warm target left out of a Plan, and why.
+type WarmSkip struct {
+	// From is the target's URL template, as written in the rules file.
+	From string
+	// Err says why; it wraps [ErrRejected] and names the field.
+	Err error
 }
 
 // Empty reports whether the plan deletes nothing.
@@ -37,9 +51,11 @@ func (p Plan) Empty() bool { return len(p.Exact) == 0 && len(p.Patterns) == 0 }
 // For [InvalidateSubject] the data names keys and patterns directly (see
 // explicit mode below). For any other subject, every rule whose filter
 // matches contributes its rendered templates, then its rendered warm
-// targets. A render error, of a key or of a warm target, rejects the whole
-// event: the Plan deletes nothing (its Rules still name the matching rules,
-// for metrics) and the error wraps [ErrRejected]. No matching
+// targets. A render error of a key rejects the whole event: the Plan
+// deletes nothing (its Rules still name the matching rules, for metrics)
+// and the error wraps [ErrRejected]. A warm target that does not render
+// leaves only itself out, in WarmSkipped: what is invalidated does not
+// depend on what is warmed. No matching
 // rule gives an empty Plan and a nil error.
 //
 // Explicit mode reads data {"keys": [...], "patterns": [...]}; at least one
@@ -82,7 +98,10 @@ func (b *planBuilder) addRule(rule Rule, data map[string]any) error {
 	for _, w := range rule.Warm {
 		req, err := w.render(data)
 		if err != nil {
-			return err
+			if !slices.ContainsFunc(b.plan.WarmSkipped, func(s WarmSkip) bool { return s.From == w.From.String() }) {
+				b.plan.WarmSkipped = append(b.plan.WarmSkipped, WarmSkip{From: w.From.String(), Err: err})
+			}
+			continue
 		}
 		b.addWarm(req)
 	}

@@ -211,6 +211,9 @@ func TestPlanWarm(t *testing.T) {
 		given   map[string]any
 		want    []cachekeys.WarmRequest
 		wantErr string
+		// wantSkipped is the number of targets left out, each for a
+		// relative path segment, while the keys are still planned.
+		wantSkipped int
 	}{
 		{name: "store and trigger", subject: "events.course.created", given: map[string]any{"course_id": 42}, want: []cachekeys.WarmRequest{course, stats}},
 		{
@@ -226,7 +229,12 @@ func TestPlanWarm(t *testing.T) {
 			},
 		},
 		{name: "rule without warm", subject: "events.user.created", given: map[string]any{"user_id": 1}},
-		{name: "path traversal rejects the event", subject: "events.course.updated", given: map[string]any{"course_id": ".."}, wantErr: `field course_id: value ".." is a relative path segment`},
+		{
+			// ".." is a fine key value but no URL path segment: only the
+			// targets with it in their URL are left out, not the keys.
+			name: "path traversal skips only its warm targets", subject: "events.course.updated", given: map[string]any{"course_id": ".."},
+			want: []cachekeys.WarmRequest{stats}, wantSkipped: 2,
+		},
 		{name: "explicit plan has no warm", subject: cachekeys.InvalidateSubject, given: map[string]any{"keys": []any{"cache:course_analytics:42"}}},
 	}
 	for _, tt := range tests {
@@ -244,6 +252,17 @@ func TestPlanWarm(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got.Warm, tt.want) {
 				t.Errorf("Plan().Warm =\n  %+v\nwant\n  %+v", got.Warm, tt.want)
+			}
+			if len(got.WarmSkipped) != tt.wantSkipped {
+				t.Errorf("Plan().WarmSkipped = %+v, want %d", got.WarmSkipped, tt.wantSkipped)
+			}
+			for _, s := range got.WarmSkipped {
+				if !errors.Is(s.Err, cachekeys.ErrRejected) || !strings.Contains(s.Err.Error(), "relative path segment") || s.From == "" {
+					t.Errorf("skipped %+v", s)
+				}
+			}
+			if tt.wantSkipped > 0 && (len(got.Exact) == 0 || len(got.Patterns) == 0) {
+				t.Errorf("keys not planned with warm targets skipped: %+v", got)
 			}
 		})
 	}

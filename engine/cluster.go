@@ -47,7 +47,15 @@ type Cluster struct {
 	closed bool
 
 	restarts atomic.Int64
+	gensOn   atomic.Bool // EnableGenerations was called
 }
+
+// EnableGenerations turns Config.Generations on for the jobs applied from
+// now on, as [Redis.EnableGenerations].
+func (e *Cluster) EnableGenerations() { e.gensOn.Store(true) }
+
+// Generations reports whether jobs advance the generation guard.
+func (e *Cluster) Generations() bool { return e.cfg.Generations || e.gensOn.Load() }
 
 // clusterNode is one master: a client of its own and its walker.
 type clusterNode struct {
@@ -123,9 +131,9 @@ func (e *Cluster) node(ctx context.Context, addr string) (*clusterNode, error) {
 	client := redis.NewClient(nodeOptions(e.rdb.Options(), addr))
 	cfg := e.cfg.Sweep
 	// The walker UNLINKs a page's matches in multi-key commands, which
-	// must not span slots on a cluster node: one key per UNLINK (all still
-	// in the round trip that carries the next SCAN).
-	cfg.UnlinkChunk = 1
+	// must not span slots on a cluster node: one UNLINK per slot of the
+	// page (all still in the round trip that carries the next SCAN).
+	cfg.SlotOf = Slot
 	if e.cfg.NodeObserver != nil {
 		cfg.Observer = e.cfg.NodeObserver(addr)
 	}
@@ -193,7 +201,7 @@ func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, 
 func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	var fills [][]string // per job, the keys whose fills a scope drained
-	if e.cfg.Generations {
+	if e.Generations() {
 		fills = e.drain(ctx, jobs, errs)
 	}
 	pipe := e.rdb.Pipeline()
@@ -214,7 +222,7 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 				counts[i] = append(counts[i], e.unlinkGroup(ctx, pipe, c))
 			}
 		}
-		if e.cfg.Generations {
+		if e.Generations() {
 			gens := literalPatterns(job.Patterns)
 			if fills != nil {
 				gens = append(gens, fills[i]...)
@@ -251,7 +259,7 @@ func unlinkGenerations(ctx context.Context, pipe redis.Pipeliner, keys []string)
 // or with generations one script that UNLINKs their generations and then
 // them. Its reply counts the keys removed.
 func (e *Cluster) unlinkGroup(ctx context.Context, pipe redis.Pipeliner, keys []string) *redis.IntCmd {
-	if !e.cfg.Generations {
+	if !e.Generations() {
 		return pipe.Unlink(ctx, keys...)
 	}
 	all := append(generationKeys(keys), keys...)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
 )
@@ -20,7 +21,10 @@ var benchKeys = flag.Int("cluster.keys", 200_000, "keys of BenchmarkClusterSweep
 
 // BenchmarkClusterSweep sweeps the same keys (a pattern matching a tenth)
 // on one server (the single-node engine) and on a 3-master cluster (the
-// cluster engine), in the same run, and reports the ratio.
+// cluster engine), in the same run, and reports the ratio. On the cluster it
+// sweeps twice, with the walk's UNLINKs grouped by slot (one command per
+// slot of a page, the engine's way) and with one key per UNLINK (as before
+// 2026-12-06, by UnlinkChunk 1), and reports that ratio too.
 func BenchmarkClusterSweep(b *testing.B) {
 	ctx := context.Background()
 	single := testserver.RedisClient(b, testserver.Redis(b))
@@ -35,12 +39,17 @@ func BenchmarkClusterSweep(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer three.Close()
-	var took [2]time.Duration
+	perKey, err := engine.NewCluster(cc, engine.Config{Sweep: sweep.Config{UnlinkChunk: 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer perKey.Close()
+	var took [3]time.Duration
 	for b.Loop() {
 		for i, s := range []struct {
 			c redis.Cmdable
 			e engine.Engine
-		}{{single, one}, {cc, three}} {
+		}{{single, one}, {cc, three}, {cc, perKey}} {
 			b.StopTimer()
 			load(b, s.c, *benchKeys)
 			b.StartTimer()
@@ -54,7 +63,9 @@ func BenchmarkClusterSweep(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(took[0].Seconds()/n, "s/sweep-1-master")
 	b.ReportMetric(took[1].Seconds()/n, "s/sweep-3-masters")
+	b.ReportMetric(took[2].Seconds()/n, "s/sweep-3-masters-key-per-unlink")
 	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "speedup")
+	b.ReportMetric(took[2].Seconds()/took[1].Seconds(), "grouped-speedup")
 }
 
 // BenchmarkClusterExact measures exact-key throughput on the cluster:

@@ -101,6 +101,16 @@ const (
 	// DefaultGenerationTTL is how long a generation key lives after its
 	// last advance; it bounds the fetch time the guard covers.
 	DefaultGenerationTTL = 24 * time.Hour
+	// ProtocolMarkerKey is the key a reader or filler of the read/fill
+	// protocol keeps alive, so that a worker with GENERATIONS=auto sees it
+	// and turns generations on: SET it to a short name of the client
+	// ("go", "python", "node") with PX ProtocolMarkerTTL, at least every
+	// ProtocolMarkerRefresh while the client reads or fills.
+	ProtocolMarkerKey = "invalidator:protocol"
+	// ProtocolMarkerTTL is the marker's time to live.
+	ProtocolMarkerTTL = time.Minute
+	// ProtocolMarkerRefresh is how often a client renews the marker.
+	ProtocolMarkerRefresh = 20 * time.Second
 )
 
 // GenerationKey returns the generation key of scope: an exact cache key, or

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -35,7 +36,16 @@ type Redis struct {
 	cfg     Config
 	sweeper sweeper
 	walker  *sweep.Walker // nil with Config.PerPattern
+	gensOn  atomic.Bool   // EnableGenerations was called
 }
+
+// EnableGenerations turns Config.Generations on for the jobs applied from
+// now on: GENERATIONS=auto does so once a reader of the protocol is seen
+// (see ProtocolMarkerKey). It is not turned off again.
+func (e *Redis) EnableGenerations() { e.gensOn.Store(true) }
+
+// Generations reports whether jobs advance the generation guard.
+func (e *Redis) Generations() bool { return e.cfg.Generations || e.gensOn.Load() }
 
 // NewRedis returns an engine on rdb, or an error wrapping ErrInvalidConfig.
 func NewRedis(rdb *redis.Client, cfg Config) (*Redis, error) {
@@ -112,14 +122,14 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 // before the first key is removed.
 func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
-	if len(jobs) == 1 && !e.cfg.Generations {
+	if len(jobs) == 1 && !e.Generations() {
 		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact)
 		return removed, errs
 	}
 	pipe := e.rdb.Pipeline()
 	gens := make([][]*redis.StatusCmd, len(jobs))
 	var drops []*redis.IntCmd
-	if e.cfg.Generations {
+	if e.Generations() {
 		token := newGenerationToken()
 		for i, job := range jobs {
 			if len(job.Patterns) > 0 {

@@ -41,6 +41,10 @@ const (
 	// Shed: dropped without a request: queue full, or the source's
 	// circuit breaker is open.
 	Shed Outcome = "shed"
+	// SkippedUnsafe: the event's values did not render into the target's
+	// URL or key (a value safe in a key but not in a URL, like ".."), so no
+	// request was made; the event's keys were invalidated all the same.
+	SkippedUnsafe Outcome = "skipped_unsafe"
 )
 
 // Observer is told of every warm request and scheduled refresh. Its
@@ -207,6 +211,16 @@ func coalesceID(r cachekeys.WarmRequest) string {
 // key already queued is merged with it; one for a key being fetched now
 // makes that key fetched once more afterwards, at most. Requests that do not
 // fit in the queue are shed.
+// Skip counts and logs, with one ⚠️ line each, the warm targets an event's
+// plan left out (cachekeys.Plan.WarmSkipped); attrs name the event.
+func (w *Warmer) Skip(ctx context.Context, skips []cachekeys.WarmSkip, attrs ...slog.Attr) {
+	for _, s := range skips {
+		w.obs.WarmDone(SkippedUnsafe, 0)
+		w.log.LogAttrs(ctx, slog.LevelWarn, "⚠️ warm request skipped: the event's values do not render into its URL",
+			append(attrs, slog.String("from", s.From), slog.String("outcome", string(SkippedUnsafe)), slog.Any("error", s.Err))...)
+	}
+}
+
 func (w *Warmer) Enqueue(reqs []cachekeys.WarmRequest) {
 	for _, r := range reqs {
 		if !w.enqueue(r) {

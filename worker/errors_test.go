@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
@@ -65,5 +66,21 @@ func TestTransient(t *testing.T) {
 		if got := transient(tt.given); got != tt.want {
 			t.Errorf("%s: transient(%v) = %v, want %v", tt.name, tt.given, got, tt.want)
 		}
+	}
+}
+
+// While Redis is down the gate pings at least once a second, so the worker
+// resumes within a second of Redis answering (a schedule, not a clock).
+func TestDownWaitIsAtMostOneSecond(t *testing.T) {
+	prev := time.Duration(0)
+	for failures := 1; failures <= 100; failures++ {
+		d := downWait(failures)
+		if d < prev || d > time.Second || d < 100*time.Millisecond {
+			t.Fatalf("downWait(%d) = %s after %s: want non-decreasing, in [100ms, 1s]", failures, d, prev)
+		}
+		prev = d
+	}
+	if downWait(1) != 100*time.Millisecond || downWait(100) != time.Second {
+		t.Errorf("downWait runs %s … %s, want 100ms … 1s", downWait(1), downWait(100))
 	}
 }

@@ -169,10 +169,22 @@ func (g *gate) setUp(up bool, err error) {
 	g.obs.RedisUp(up)
 }
 
-// run pings Redis (every master of a cluster) every interval while it is up and with backoff (100ms to
-// 5s) while it is down, until ctx ends.
+// Pings while Redis is down: from downMinWait, doubling to downMaxWait. A
+// ping a second costs a down server nothing, and consumption (and
+// /health/ready) resumes within a second of Redis answering again.
+const (
+	downMinWait = 100 * time.Millisecond
+	downMaxWait = time.Second
+)
+
+// downWait is the wait before the next ping after failures failed ones.
+func downWait(failures int) time.Duration {
+	return min(downMinWait<<min(max(failures-1, 0), 6), downMaxWait)
+}
+
+// run pings Redis (every master of a cluster) every interval while it is
+// up and with backoff (downWait) while it is down, until ctx ends.
 func (g *gate) run(ctx context.Context) {
-	const minWait, maxWait = 100 * time.Millisecond, 5 * time.Second
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for failures := 0; ; {
@@ -195,7 +207,7 @@ func (g *gate) run(ctx context.Context) {
 			continue
 		}
 		failures++
-		t.Reset(min(minWait<<min(failures-1, 6), maxWait))
+		t.Reset(downWait(failures))
 	}
 }
 

@@ -194,6 +194,9 @@ func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
 	w.settle(ctx, d.msg, d.meta, &d.rep)
 	now := time.Now() // one clock read for the lag, the stats and the log
 	d.rep.Lag = lag(now, d.ev.Time, d.meta)
+	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.WarmSkipped) > 0 {
+		w.warmer.Skip(ctx, d.plan.WarmSkipped, slog.String("subject", d.msg.Subject()), slog.String("id", d.ev.ID))
+	}
 	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.Warm) > 0 {
 		w.warmer.Enqueue(d.plan.Warm) // never blocks the handler
 	}

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -145,6 +146,41 @@ func TestWarmAfterInvalidation(t *testing.T) {
 		t.Errorf("trigger URL hit %d times for 2 events, want 2", n)
 	}
 	_ = r
+}
+
+// A value safe in a key but not in a URL (course ".."): the event's keys
+// are invalidated as without warm rules, only the warm request whose URL
+// holds it is skipped, with a ⚠️ line and the skipped_unsafe outcome; the
+// trigger without the value is still sent, and nothing is dead-lettered.
+func TestWarmTargetUnsafeInURLStillInvalidates(t *testing.T) {
+	src := newSource(t, jsonBody(`{"course": "fresh"}`))
+	h := newHarness(t)
+	h.rules = warmRules(t, src.URL)
+	h.set("cache:course_analytics:..", "cache:course_analytics:..:x", "cache:course_analytics:4")
+	var logs logBuffer
+	obs := &warmCounts{}
+	warmer := newWarmer(t, h.rdb, warm.Config{Env: map[string]string{"WARM_TOKEN": "t"}},
+		slog.New(slog.NewTextHandler(&logs, nil)), obs)
+	eng := newEngine(t, h.rdb, engine.Config{Generations: true})
+	r := h.start(testConfig(), worker.Deps{Engine: eng, Warmer: warmer})
+
+	h.publish("events.course.updated", map[string]any{"course_id": ".."})
+	h.eventually("the trigger sent", 10*time.Second, func() bool { return obs.get(warm.Triggered) == 1 })
+	if h.exists("cache:course_analytics:..") || h.exists("cache:course_analytics:..:x") || !h.exists("cache:course_analytics:4") {
+		t.Error("course ..'s keys not invalidated, or a neighbour removed")
+	}
+	if n := obs.get(warm.SkippedUnsafe); n != 1 {
+		t.Errorf("skipped_unsafe counted %d times, want 1", n)
+	}
+	if n := countPrefix(src.uris(), "/api/v3/analytics/"); n != 0 {
+		t.Errorf("%d requests for the unsafe URL: %q", n, src.uris())
+	}
+	if !strings.Contains(logs.String(), "⚠️ warm request skipped") || !strings.Contains(logs.String(), "relative path segment") {
+		t.Errorf("no ⚠️ line for the skipped target:\n%s", logs.String())
+	}
+	if st := r.w.Stats(); st.DeadLettered != 0 || st.Applied != 1 {
+		t.Errorf("stats %+v, want 1 applied and none dead-lettered", st)
+	}
 }
 
 func countPrefix(list []string, prefix string) int {
@@ -344,4 +380,22 @@ func newWarmer(tb testing.TB, rdb redis.UniversalClient, cfg warm.Config, log *s
 		tb.Fatal(err)
 	}
 	return w
+}
+
+// logBuffer is a bytes.Buffer a logger and the test share.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

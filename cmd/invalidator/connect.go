@@ -46,6 +46,9 @@ func loadWorker(e env, name, summary string, args []string) (*config.Run, *cache
 	if err := cfg.ResolveWarmEnv(rules.EnvNames(), e.getenv); err != nil {
 		return nil, nil, usageError{err}
 	}
+	if _, err := cfg.UseGenerations(rules.Warms()); err != nil { // before any connection
+		return nil, nil, usageError{err}
+	}
 	return cfg, rules, nil
 }
 

@@ -34,8 +34,11 @@ const dlqSummary = `Reads and acts on the dead-letter stream:
                    Nats-Msg-Id <original>:replay:<seq>) and deletes it once the
                    stream has acknowledged; a letter the current rules still
                    reject stays, unless --force
-  purge (SEQ... | --all | --reason TEXT) [--yes]
-                   deletes letters, after a confirmation on a terminal
+  purge (SEQ... | --all | --subject S | --reason TEXT) [--yes]
+                   deletes letters, after a confirmation on a terminal;
+                   off a terminal (a pipe, /dev/null) it needs --yes
+A SEQ that names no letter (already replayed or purged) makes replay and
+purge exit 1 once they have done the others.
 NATS_URL, NATS_CREDS, NATS_STREAM, NATS_DLQ_STREAM and INVALIDATOR_RULES are
 those of run.`
 
@@ -152,7 +155,7 @@ func dlqList(ctx context.Context, e env, s *deadletter.Store, f deadletter.Filte
 		total += counts[k]
 		parts = append(parts, fmt.Sprintf("%s %d", k, counts[k]))
 	}
-	fmt.Fprintf(e.stdout, "%d letters", total)
+	fmt.Fprint(e.stdout, letters(total))
 	if len(parts) > 0 {
 		fmt.Fprintf(e.stdout, ": %s", strings.Join(parts, ", "))
 	}
@@ -229,11 +232,13 @@ func dlqReplay(ctx context.Context, e env, js jetstream.JetStream, s *deadletter
 		return usagef("dlq replay checks each letter against the current rules: set INVALIDATOR_RULES (or --rules), or give --force")
 	}
 	var replayed, kept, failed int
+	var seen []uint64
 	verb := "replayed"
 	if dry {
 		verb = "would replay"
 	}
 	err := s.List(ctx, f, func(l deadletter.Letter) error {
+		seen = append(seen, l.Seq)
 		if rules != nil {
 			if why := stillRejected(rules, l); why != "" && !force {
 				kept++
@@ -272,9 +277,32 @@ func dlqReplay(ctx context.Context, e env, js jetstream.JetStream, s *deadletter
 	}
 	fmt.Fprintf(e.stdout, "%s %d, kept %d, failed %d\n", verb, replayed, kept, failed)
 	if failed > 0 {
-		return fmt.Errorf("%d letters could not be replayed", failed)
+		return fmt.Errorf("%s could not be replayed", letters(failed))
 	}
-	return nil
+	return missing(f.Seqs, seen)
+}
+
+// missing returns an error naming the sequences of asked that are not in
+// found (a letter already replayed, purged or never written), or nil.
+func missing(asked, found []uint64) error {
+	var gone []string
+	for _, q := range asked {
+		if !slices.Contains(found, q) {
+			gone = append(gone, strconv.FormatUint(q, 10))
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", deadletter.ErrNoLetter, strings.Join(gone, ", "))
+}
+
+// letters says "1 letter" or "n letters".
+func letters(n int) string {
+	if n == 1 {
+		return "1 letter"
+	}
+	return strconv.Itoa(n) + " letters"
 }
 
 func dlqPurge(ctx context.Context, e env, s *deadletter.Store, f deadletter.Filter, yes bool) error {
@@ -284,14 +312,14 @@ func dlqPurge(ctx context.Context, e env, s *deadletter.Store, f deadletter.Filt
 	}
 	if len(seqs) == 0 {
 		fmt.Fprintln(e.stdout, "no letter matches")
-		return nil
+		return missing(f.Seqs, nil)
 	}
 	if !yes {
 		in, ok := e.stdin.(*os.File)
 		if !ok || !terminal(in) {
-			return usagef("dlq purge would delete %d letters: give --yes (standard input is not a terminal to ask on)", len(seqs))
+			return usagef("dlq purge would delete %s: give --yes (standard input is not a terminal to ask on)", letters(len(seqs)))
 		}
-		fmt.Fprintf(e.stderr, "delete %d dead letters? [y/N] ", len(seqs))
+		fmt.Fprintf(e.stderr, "delete %s? [y/N] ", letters(len(seqs)))
 		answer, _ := bufio.NewReader(in).ReadString('\n')
 		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
 			fmt.Fprintln(e.stdout, "nothing deleted")
@@ -303,6 +331,6 @@ func dlqPurge(ctx context.Context, e env, s *deadletter.Store, f deadletter.Filt
 			return err
 		}
 	}
-	fmt.Fprintf(e.stdout, "deleted %d letters\n", len(seqs))
-	return nil
+	fmt.Fprintf(e.stdout, "deleted %s\n", letters(len(seqs)))
+	return missing(f.Seqs, seqs)
 }

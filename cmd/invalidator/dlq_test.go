@@ -134,16 +134,34 @@ func TestDLQ(t *testing.T) {
 	})
 	stop()
 
+	// A letter already replayed is gone: replay says so and fails, as show does.
+	res = cli(t, given{args: []string{"dlq", "replay", itoa(inval)}, env: env})
+	if res.code != exitFailure || !strings.Contains(res.stderr, "no such letter: "+itoa(inval)) {
+		t.Errorf("replay of a letter that is gone: %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
 	res = cli(t, given{args: []string{"dlq", "purge", "--all"}, env: env})
 	if res.code != exitUsage || !strings.Contains(res.stderr, "--yes") {
 		t.Errorf("purge without --yes off a terminal: %d %s", res.code, res.stderr)
 	}
+	// Under cron, systemd or "docker exec -T" standard input is /dev/null, a
+	// character device but no terminal: the same refusal, not a prompt.
+	res = cli(t, given{args: []string{"dlq", "purge", "--all"}, env: env, stdinFile: devNull(t)})
+	if res.code != exitUsage || !strings.Contains(res.stderr, "give --yes") || strings.Contains(res.stderr, "[y/N]") {
+		t.Errorf("purge with standard input /dev/null: %d %s%s", res.code, res.stdout, res.stderr)
+	}
+	if n, _ := store.Count(ctx); n != 2 {
+		t.Fatalf("%d letters left after refused purges, want 2", n)
+	}
 	res = cli(t, given{args: []string{"dlq", "purge", "--reason", "malformed", "--yes"}, env: env})
-	if res.code != 0 || !strings.Contains(res.stdout, "deleted 1 letters") {
+	if res.code != 0 || !strings.Contains(res.stdout, "deleted 1 letter\n") {
 		t.Errorf("purge --reason: %d %s%s", res.code, res.stdout, res.stderr)
 	}
 	if n, _ := store.Count(ctx); n != 1 {
 		t.Errorf("%d letters left, want the one the rules still reject", n)
+	}
+	res = cli(t, given{args: []string{"dlq", "purge", "--subject", "events.course.updated", "--yes"}, env: env})
+	if n, _ := store.Count(ctx); res.code != 0 || !strings.Contains(res.stdout, "deleted 1 letter\n") || n != 0 {
+		t.Errorf("purge --subject: %d %s%s, %d letters left", res.code, res.stdout, res.stderr, n)
 	}
 	res = cli(t, given{args: []string{"dlq", "replay"}, env: env})
 	if res.code != exitUsage {

@@ -16,6 +16,8 @@ type sweepingEngine interface {
 	Close() error
 	// Preview reports what a job would remove, removing nothing.
 	Preview(ctx context.Context, job engine.Job, fn func(key string)) (engine.Result, error)
+	// EnableGenerations turns the generation guard on for later jobs.
+	EnableGenerations()
 }
 
 // newEngine returns the engine that fully serves rdb's topology: the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +39,8 @@ type given struct {
 	args  []string
 	env   map[string]string
 	stdin string
+	// stdinFile, when set, is standard input instead of stdin.
+	stdinFile *os.File
 }
 
 // result is what a command did.
@@ -50,8 +53,12 @@ type result struct {
 func cli(t *testing.T, g given) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
+	var stdin io.Reader = strings.NewReader(g.stdin)
+	if g.stdinFile != nil {
+		stdin = g.stdinFile
+	}
 	e := env{
-		stdin:  strings.NewReader(g.stdin),
+		stdin:  stdin,
 		stdout: &stdout,
 		stderr: &stderr,
 		getenv: func(k string) string { return g.env[k] },
@@ -143,6 +150,16 @@ func TestRun(t *testing.T) {
 			given:      given{args: []string{"frobnicate"}},
 			want:       exitUsage,
 			wantStderr: []string{`unknown command "frobnicate"`},
+		},
+		{
+			// Refused with the other settings: one line, before any connection
+			// (nothing listens on port 1, so a connection would log).
+			name: "run with GENERATIONS off and warm rules",
+			given: given{args: []string{"run"}, env: map[string]string{"INVALIDATOR_RULES": warmRules, "GENERATIONS": "off",
+				"WARM_API_AUTH": "Bearer s3cret", "REDIS_URL": "redis://127.0.0.1:1", "NATS_URL": "nats://127.0.0.1:1"}},
+			want:            exitUsage,
+			wantStderr:      []string{"GENERATIONS: off, but the rules file warms keys"},
+			wantStderrLines: 1,
 		},
 		{
 			name:            "run with an unknown flag",
@@ -305,6 +322,13 @@ func TestRun(t *testing.T) {
 			given:           given{args: []string{"publish", "events.course.updated"}, stdin: "{nope"},
 			want:            exitUsage,
 			wantStderr:      []string{"JSON object"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "publish an array",
+			given:           given{args: []string{"publish", "events.course.updated", "[1]"}},
+			want:            exitUsage,
+			wantStderr:      []string{"event data must be a JSON object: got an array"},
 			wantStderrLines: 1,
 		},
 		{

@@ -99,15 +99,34 @@ func readData(e env, arg []string) (map[string]any, error) {
 func jsonObject(raw []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
+	var v any
+	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
-	if obj == nil {
-		return nil, errors.New("null")
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("got %s", jsonKind(v))
 	}
 	if dec.More() {
 		return nil, errors.New("trailing data after the object")
 	}
 	return obj, nil
+}
+
+// jsonKind names the kind of a decoded JSON value, as a user wrote it.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	default:
+		return "an object"
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/term"
 )
 
 const purgeSummary = `Removes keys now, through the worker's SCAN/UNLINK engine. Each argument is an
@@ -183,15 +184,12 @@ func purgeJob(args []string) (engine.Job, error) {
 	return job, nil
 }
 
-// terminal reports whether w is an *os.File on a character device: a
-// terminal (or /dev/null, where a bar does no harm).
-func terminal(w io.Writer) bool {
+// terminal reports whether w is an *os.File on a terminal. Other character
+// devices are not: cron, systemd and "docker exec -T" give /dev/null, where
+// there is nobody to answer a prompt or watch a bar.
+func terminal(w any) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // barOutput returns where the progress bar goes, or nil for no bar: stderr,

@@ -397,7 +397,7 @@ func TestPurgeProgressBarRun(t *testing.T) {
 	}
 }
 
-// devNull opens /dev/null, a character device like a terminal.
+// devNull opens /dev/null, a character device but not a terminal.
 func devNull(t *testing.T) *os.File {
 	t.Helper()
 	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -437,12 +437,14 @@ func TestPurgeProgressBarOutput(t *testing.T) {
 		json           bool
 		wantBar        bool
 	}{
-		{"stdout a character device", func(t *testing.T) io.Writer { return devNull(t) }, func(*testing.T) io.Writer { return &buf }, false, true},
-		{"both character devices", func(t *testing.T) io.Writer { return devNull(t) }, func(t *testing.T) io.Writer { return devNull(t) }, false, true},
-		{"with --json", func(t *testing.T) io.Writer { return devNull(t) }, func(*testing.T) io.Writer { return &buf }, true, false},
+		{"stdout a terminal", func(t *testing.T) io.Writer { return pty(t) }, func(*testing.T) io.Writer { return &buf }, false, true},
+		{"both terminals", func(t *testing.T) io.Writer { return pty(t) }, func(t *testing.T) io.Writer { return pty(t) }, false, true},
+		{"stdout /dev/null, as under cron", func(t *testing.T) io.Writer { return devNull(t) }, func(*testing.T) io.Writer { return &buf }, false, false},
+		{"stderr /dev/null", func(t *testing.T) io.Writer { return pty(t) }, func(t *testing.T) io.Writer { return devNull(t) }, false, false},
+		{"with --json", func(t *testing.T) io.Writer { return pty(t) }, func(*testing.T) io.Writer { return &buf }, true, false},
 		{"stdout a pipe", func(t *testing.T) io.Writer { w, _ := pipe(t); return w }, func(*testing.T) io.Writer { return &buf }, false, false},
 		{"stdout a buffer", func(*testing.T) io.Writer { return &buf }, func(*testing.T) io.Writer { return &buf }, false, false},
-		{"stderr a pipe", func(t *testing.T) io.Writer { return devNull(t) }, func(t *testing.T) io.Writer { w, _ := pipe(t); return w }, false, false},
+		{"stderr a pipe", func(t *testing.T) io.Writer { return pty(t) }, func(t *testing.T) io.Writer { w, _ := pipe(t); return w }, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -465,8 +467,8 @@ func TestPurgeProgressBarOutput(t *testing.T) {
 	}
 }
 
-// A real purge draws its bar on stderr when stdout is a character device,
-// and none when stdout is a pipe or with --json.
+// A real purge draws its bar on stderr when stdout is a terminal, and none
+// when stdout is a pipe or with --json.
 func TestPurgeProgressBarOnlyOnATerminal(t *testing.T) {
 	t.Parallel()
 	r := testserver.Redis(t)
@@ -476,7 +478,7 @@ func TestPurgeProgressBarOnlyOnATerminal(t *testing.T) {
 	args := append([]string{"purge"}, ks.patterns...)
 
 	var stderr bytes.Buffer
-	if code := cliTo(t, args, r.URL(), devNull(t), &stderr); code != exitOK {
+	if code := cliTo(t, args, r.URL(), pty(t), &stderr); code != exitOK {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
 	bar := stderr.String()
@@ -501,7 +503,7 @@ func TestPurgeProgressBarOnlyOnATerminal(t *testing.T) {
 
 	ks.load(t, rdb, 0)
 	stderr.Reset()
-	if code := cliTo(t, append([]string{"purge", "--json"}, ks.patterns...), r.URL(), devNull(t), &stderr); code != exitOK || stderr.Len() != 0 {
+	if code := cliTo(t, append([]string{"purge", "--json"}, ks.patterns...), r.URL(), pty(t), &stderr); code != exitOK || stderr.Len() != 0 {
 		t.Errorf("--json on a terminal: exit code %d, stderr %q", code, stderr.String())
 	}
 	ks.check(t, rdb, true)

@@ -127,6 +127,9 @@ func printPlan(w io.Writer, p cachekeys.Plan) {
 			fmt.Fprintf(w, "warm    GET %s (trigger)%s\n", wr.URL, headerNames(wr.Headers, wr.HeadersFromEnv))
 		}
 	}
+	for _, s := range p.WarmSkipped {
+		fmt.Fprintf(w, "warm    skipped %s: %s (the keys are still invalidated)\n", s.From, s.Err)
+	}
 }
 
 func printWarmTarget(w io.Writer, prefix string, t cachekeys.WarmTarget) {

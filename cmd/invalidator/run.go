@@ -111,6 +111,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		return usageError{err}
 	}
 	defer eng.Close()
+	gstate := newGenerations(cfg.Generations, rules.Warms())
 	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Logger: log, Observer: m}
 	if rules.Warms() {
 		wc := cfg.Warm
@@ -139,7 +140,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	defer stopHTTP()
 	if cfg.HTTPAddr != "" {
 		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
-			Sweeps: eng.Sweeps, DeadLetters: letters, CDC: cdcStatus, Token: cfg.OpsToken, Logger: log})
+			Sweeps: eng.Sweeps, DeadLetters: letters, Generations: gstate.state, CDC: cdcStatus, Token: cfg.OpsToken, Logger: log})
 		ln, err := srv.Listen()
 		if err != nil {
 			return err
@@ -150,9 +151,15 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		g.Go(func() error { return runErr(runner.Run(ctx, nc)) })
 	}
 	runDone := make(chan struct{})
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if cfg.Generations == "auto" {
+		g.Go(func() error { return gstate.watch(watchCtx, rdb, eng, log, markerPoll) })
+	}
 	g.Go(func() error {
 		defer close(runDone)
 		defer stopHTTP() // the HTTP server stays up while events in flight finish
+		defer stopWatch()
 		return w.Run(ctx)
 	})
 	if ready != nil {

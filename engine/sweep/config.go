@@ -10,9 +10,11 @@ import (
 
 // Defaults of Config.
 const (
-	// DefaultScanCount is the COUNT hint of the first SCAN of a walk and the
-	// largest COUNT the walk adapts up to.
+	// DefaultScanCount is the largest COUNT the walk adapts up to.
 	DefaultScanCount = 1000
+	// DefaultStartScanCount is the COUNT of the first SCAN of a walk; the
+	// walk grows it from the cost per key it measures.
+	DefaultStartScanCount = 100
 	// DefaultMinScanCount is the smallest COUNT the walk adapts down to.
 	DefaultMinScanCount = 16
 	// DefaultMaxCallTime is the server time no SCAN or UNLINK call should
@@ -39,7 +41,7 @@ var ErrInvalidConfig = errors.New("invalid sweep config")
 type Config struct {
 	// ScanCount is the COUNT hint of the first SCAN of a walk; the walk then
 	// adapts COUNT between MinScanCount and MaxScanCount to keep each round
-	// trip under MaxCallTime. Defaults to DefaultScanCount, capped at
+	// trip under MaxCallTime. Defaults to DefaultStartScanCount, capped at
 	// MaxScanCount.
 	ScanCount int
 	// MaxScanCount is the largest COUNT the walk grows to. Defaults to
@@ -58,15 +60,22 @@ type Config struct {
 	Budget int
 	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
 	// server. The walk measures each round trip and sets COUNT so that a
-	// round trip takes about three quarters of MaxCallTime (half of it with
-	// a Budget), from a smoothed cost per key; a round trip over MaxCallTime
-	// halves COUNT at once. A round trip measured on the client includes the
+	// round trip takes about half of MaxCallTime (a quarter with a Budget),
+	// from an upper envelope of the cost per key; a round trip over
+	// MaxCallTime halves COUNT at once. A round trip measured on the client includes the
 	// network and the client's own work, so this keeps the server's time
 	// below MaxCallTime. Defaults to DefaultMaxCallTime.
 	MaxCallTime time.Duration
 	// UnlinkChunk caps the keys of one UNLINK command. Defaults to
 	// DefaultUnlinkChunk.
 	UnlinkChunk int
+	// SlotOf, when set, groups a page's matches by its value before they
+	// are chunked: every UNLINK then holds keys of one group only. A Redis
+	// Cluster node refuses a multi-key command across hash slots, so the
+	// cluster engine sets it to the key's slot: one UNLINK per slot of the
+	// page, all in the round trip of the next SCAN. Defaults to nil, one
+	// group.
+	SlotOf func(key string) int
 	// MaxCallsPerPass bounds the SCAN calls of one pass; past it, the
 	// patterns of the walk fail with ErrPassTooLong. Defaults to
 	// DefaultMaxCallsPerPass.
@@ -93,7 +102,7 @@ type Config struct {
 // WithDefaults returns c with every unset field set to its default.
 func (c Config) WithDefaults() Config {
 	c.MaxScanCount = cmp.Or(c.MaxScanCount, DefaultScanCount)
-	c.ScanCount = cmp.Or(c.ScanCount, min(DefaultScanCount, c.MaxScanCount))
+	c.ScanCount = cmp.Or(c.ScanCount, min(DefaultStartScanCount, c.MaxScanCount))
 	c.MinScanCount = cmp.Or(c.MinScanCount, min(DefaultMinScanCount, c.MaxScanCount))
 	c.MaxCallTime = cmp.Or(c.MaxCallTime, DefaultMaxCallTime)
 	c.UnlinkChunk = cmp.Or(c.UnlinkChunk, DefaultUnlinkChunk)

@@ -37,8 +37,10 @@ type Result struct {
 	Removed int64
 	// Examined is the number of keys SCAN examined while the call's
 	// patterns were active: the keys each page returned when the walk sent
-	// no MATCH, and the COUNT of each call (an estimate: Redis examines
-	// about COUNT keys per call) when it did.
+	// no MATCH; when it did (Redis then returns only the matches), an
+	// estimate: the share of the keyspace the page's cursor covered times
+	// DBSIZE, read with the pass's first SCAN. A pass over a 2-key database
+	// examines 2 keys, not the COUNT asked for.
 	Examined int64
 	// ScanCalls is the number of SCAN calls made while the call's patterns
 	// were active.
@@ -49,13 +51,19 @@ type Result struct {
 type Status struct {
 	// Running tells whether a walk is under way.
 	Running bool `json:"running"`
-	// Pass is the number of the current (or last) pass, from 1.
+	// Pass is the number of the current pass while a walk runs, and of the
+	// last finished pass when idle (0 before the first): a pass that fails
+	// (a Redis error) or is abandoned (every caller gone) is not finished,
+	// and the next pass takes its number. So when idle, Pass equals the
+	// passes the Observer was told of (invalidator_sweep_passes_total).
 	Pass int64 `json:"pass"`
 	// Progress is the fraction of the current pass covered, in [0, 1).
 	Progress float64 `json:"progress"`
-	// ActivePatterns is the number of patterns the walk serves.
+	// ActivePatterns is the number of distinct patterns the walk serves
+	// (a pattern of several events is matched once, and counted once).
 	ActivePatterns int `json:"active_patterns"`
-	// Patterns lists the first MaxStatusPatterns of them, in join order.
+	// Patterns lists the first MaxStatusPatterns of them, in join order,
+	// each once.
 	Patterns []string `json:"patterns"`
 	// Examined is the number of keys examined in the current pass.
 	Examined int64 `json:"examined"`
@@ -89,6 +97,8 @@ type Walker struct {
 	running bool
 	closed  bool
 	status  Status
+	// finished counts the finished passes; the current pass is finished+1.
+	finished int64
 }
 
 // request is one Sweep call.
@@ -184,12 +194,27 @@ func (w *Walker) Status() Status {
 	defer w.mu.Unlock()
 	s := w.status
 	s.Running = w.running
-	s.ActivePatterns = len(w.active)
 	s.Patterns = []string{}
-	for _, e := range w.active[:min(len(w.active), MaxStatusPatterns)] {
-		s.Patterns = append(s.Patterns, e.pattern)
+	seen := map[string]bool{}
+	for _, e := range w.active {
+		if !seen[e.pattern] {
+			seen[e.pattern] = true
+			if len(s.Patterns) < MaxStatusPatterns {
+				s.Patterns = append(s.Patterns, e.pattern)
+			}
+		}
 	}
+	s.ActivePatterns = len(seen)
 	return s
+}
+
+// distinct counts the distinct patterns of entries.
+func distinct(entries []*entry) int {
+	seen := make(map[string]struct{}, len(entries))
+	for _, e := range entries {
+		seen[e.pattern] = struct{}{}
+	}
+	return len(seen)
 }
 
 // finish ends req with err (nil when complete), unless it has ended.
@@ -214,7 +239,14 @@ type walkState struct {
 	dirty   bool
 	pending map[*request][]string
 	pass    Pass
-	start   time.Time
+	// ending is the pass whose last page was matched, while the keys of
+	// that page wait for the next round trip's UNLINK: it is finished (and
+	// logged) with them.
+	ending *Pass
+	start  time.Time
+	// size is DBSIZE, read with the first SCAN of the pass; seen is the
+	// share of the keyspace the pass's pages have covered, times size.
+	size, seen float64
 }
 
 // events are the observer calls of one round trip, made after the lock is
@@ -225,27 +257,47 @@ type events struct {
 	pass              *Pass
 	active            int
 	progress          float64
+	page              *pageLog
+	pageOf            int64 // the pass of the page scanned
+	matched           int   // keys of the page that matched
+}
+
+// pageLog is what the debug line of a SCAN page says.
+type pageLog struct {
+	pass            int64
+	cursor, next    uint64
+	count, returned int
+	matched         int
+	rtt             time.Duration
 }
 
 func (w *Walker) walk() {
 	defer w.wg.Done()
 	s := &walkState{count: w.cfg.ScanCount, pending: map[*request][]string{}, start: time.Now()}
 	w.mu.Lock()
-	w.status = Status{Pass: w.status.Pass + 1, ScanCount: s.count, StartedAt: s.start, PassStartedAt: s.start}
+	w.status = Status{Pass: w.finished + 1, ScanCount: s.count, StartedAt: s.start, PassStartedAt: s.start}
 	s.pass.Number = w.status.Pass
 	w.mu.Unlock()
+	debug := w.cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
 	for {
 		scan, ok := w.admit(s)
 		if !ok {
 			return
 		}
+		cursor := s.cursor
+		start := time.Now()
 		keys, next, removed, err := w.exchange(s, scan)
+		rtt := time.Since(start)
 		var ev events
 		w.mu.Lock()
 		if err != nil {
 			w.fail(s, err)
 		} else {
+			count := s.count // before settle adapts it
 			ev = w.settle(s, scan, keys, next, removed)
+			if debug && scan {
+				ev.page = &pageLog{pass: ev.pageOf, cursor: cursor, next: next, count: count, returned: len(keys), matched: ev.matched, rtt: rtt}
+			}
 		}
 		w.mu.Unlock()
 		w.emit(ev)
@@ -265,16 +317,27 @@ func (w *Walker) admit(s *walkState) (scan, ok bool) {
 	n := len(w.active)
 	w.active = slices.DeleteFunc(w.active, func(e *entry) bool { return e.req.finished })
 	s.dirty = s.dirty || n != len(w.active) || len(w.joins) > 0
+	var serving map[string]bool
+	if len(w.joins) > 0 {
+		serving = make(map[string]bool, len(w.active))
+		for _, e := range w.active {
+			serving[e.pattern] = true
+		}
+	}
 	for _, e := range w.joins {
 		if !e.req.finished {
 			e.tr = newTracker(s.cursor, w.cfg.CursorSlotBits)
 			w.active = append(w.active, e)
-			s.pass.Patterns++
+			if !serving[e.pattern] {
+				serving[e.pattern] = true
+				s.pass.Patterns++
+			}
 		}
 	}
 	w.joins = w.joins[:0]
 	if len(w.active) == 0 {
 		w.running = false
+		w.status.Pass = w.finished
 		w.status.Progress, w.status.StartedAt, w.status.PassStartedAt = 0, time.Time{}, time.Time{}
 		return false, false
 	}
@@ -319,8 +382,10 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 		if w.cfg.DryRun != nil {
 			break // page reported and counted them
 		}
-		for c := range slices.Chunk(ks, w.cfg.UnlinkChunk) {
-			unlinks = append(unlinks, unlink{req, pipe.Unlink(w.ctx, c...)})
+		for _, group := range w.groups(ks) {
+			for c := range slices.Chunk(group, w.cfg.UnlinkChunk) {
+				unlinks = append(unlinks, unlink{req, pipe.Unlink(w.ctx, c...)})
+			}
 		}
 	}
 	var sc *redis.ScanCmd
@@ -329,6 +394,10 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 			return nil, 0, nil, fmt.Errorf("%w (%d)", ErrPassTooLong, w.cfg.MaxCallsPerPass)
 		}
 		sc = pipe.Scan(w.ctx, s.cursor, s.set.match, int64(s.count))
+	}
+	var size *redis.IntCmd
+	if scan && s.cursor == 0 {
+		size = pipe.DBSize(w.ctx)
 	}
 	if pipe.Len() == 0 {
 		return nil, 0, nil, nil
@@ -347,41 +416,67 @@ func (w *Walker) exchange(s *walkState, scan bool) (keys []string, next uint64, 
 	if sc != nil {
 		keys, next = sc.Val()
 	}
+	if size != nil {
+		s.size, s.seen = float64(size.Val()), 0
+	}
 	return keys, next, removed, nil
 }
 
+// groups splits keys by Config.SlotOf, in order of first appearance; one
+// group without it.
+func (w *Walker) groups(keys []string) [][]string {
+	if w.cfg.SlotOf == nil || len(keys) < 2 {
+		return [][]string{keys}
+	}
+	index := map[int]int{}
+	var out [][]string
+	for _, k := range keys {
+		slot := w.cfg.SlotOf(k)
+		i, ok := index[slot]
+		if !ok {
+			i = len(out)
+			index[slot] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], k)
+	}
+	return out
+}
+
 // adapt sets the COUNT of the next SCAN from the round trip just made,
-// which took d at COUNT s.count. It keeps a smoothed cost per key of COUNT
-// (an exponentially weighted mean of d/COUNT, weight 1/4) and aims each
-// call at a target time: three quarters of MaxCallTime, half of it with a
-// Budget (a budget says the application needs the headroom: shorter calls
-// keep its commands from waiting behind one). COUNT moves towards
-// target/cost, by at most a quarter up or a half down per round trip, so
-// one slow round trip on a noisy machine does not halve the rest of a
-// pass. A round trip over MaxCallTime halves COUNT at once and raises the
-// cost to its own. The round trip bounds the server's time from above (it
-// adds the network, the client's decoding of the page and its
-// scheduling), so the server's time stays under MaxCallTime.
+// which took d at COUNT s.count. It keeps an upper envelope of the cost per
+// key of COUNT: a round trip dearer than the envelope raises it at once,
+// cheaper ones lower it by an eighth of the gap, so the envelope follows
+// the slow calls of a loaded server (its p99), not the typical ones. Each
+// call aims at half of MaxCallTime (a quarter with a Budget: shorter calls
+// keep the application's commands from waiting behind one), leaving the
+// other half as the margin for a call dearer than any seen lately. COUNT
+// moves towards target/envelope, by at most a quarter up or a half down
+// per round trip; a walk starts at ScanCount (100 by default) and grows
+// from there, so the first calls on a large keyspace are short too. A
+// round trip over MaxCallTime halves COUNT at once. The round trip bounds
+// the server's time from above (it adds the network, the client's decoding
+// of the page and its scheduling), so the server's time stays under
+// MaxCallTime.
 //
-// Before, COUNT was halved above the target and grown only below a quarter
-// of MaxCallTime: at 10M keys, where SCAN COUNT 1000 takes about 1.5 ms,
-// one slow call took COUNT to 500 for the rest of the pass, and a pass made
-// 2.4–3 times the calls of one at COUNT 1000.
+// Before, a walk started at COUNT 1000 and aimed at three quarters of
+// MaxCallTime from a mean cost: at 10M keys, where SCAN COUNT 1000 takes
+// 1.5–3 ms, the first calls of each walk and the slow ones after it took
+// over 2 ms on the server.
 func (w *Walker) adapt(s *walkState, d time.Duration) {
-	target := w.cfg.MaxCallTime * 3 / 4
+	target := w.cfg.MaxCallTime / 2
 	if w.limiter != nil {
-		target = w.cfg.MaxCallTime / 2
+		target = w.cfg.MaxCallTime / 4
 	}
 	cost := float64(d) / float64(s.count)
-	if d > w.cfg.MaxCallTime {
-		s.cost = max(s.cost, cost)
-		s.count = max(w.cfg.MinScanCount, s.count/2)
-		return
-	}
-	if s.cost == 0 {
+	if cost > s.cost {
 		s.cost = cost
 	} else {
-		s.cost += (cost - s.cost) / 4
+		s.cost += (cost - s.cost) / 8
+	}
+	if d > w.cfg.MaxCallTime {
+		s.count = max(w.cfg.MinScanCount, s.count/2)
+		return
 	}
 	want := int(float64(target) / s.cost)
 	want = min(max(want, s.count/2), s.count+s.count/4+1)
@@ -398,35 +493,46 @@ func (w *Walker) settle(s *walkState, scan bool, keys []string, next uint64, rem
 		req.res.Removed += n
 		ev.removed += int(n)
 	}
-	s.pass.Removed += int64(ev.removed)
-	clear(s.pending)
 	now := time.Now()
+	// The keys unlinked now were matched on the last page: of the pass
+	// that page belonged to.
+	if s.ending != nil {
+		s.ending.Removed += int64(ev.removed)
+		ev.pass = w.endPass(s, now)
+	} else {
+		s.pass.Removed += int64(ev.removed)
+	}
+	clear(s.pending)
 	for _, e := range w.active {
 		if e.flushing {
 			ev.waits = append(ev.waits, w.complete(e, now))
 		}
 	}
 	if scan {
-		ev.examined = w.page(s, keys, next)
+		ev.pageOf = s.pass.Number
+		ev.examined, ev.matched = w.page(s, keys, next)
 		ev.waits = append(ev.waits, w.advance(s, next, now)...)
 	}
 	w.active = slices.DeleteFunc(w.active, func(e *entry) bool { return e.req.finished || e.done })
-	ev.active = len(w.active)
+	ev.active = distinct(w.active)
 	ev.progress = float64(position(s.cursor, w.cfg.CursorSlotBits)) / math.Exp2(64)
 	w.status.Progress, w.status.ScanCount, w.status.Examined = ev.progress, s.count, s.pass.Examined
 	if scan && next == 0 {
-		ev.pass = w.endPass(s, now)
+		w.closePass(s, now)
+		if len(s.pending) == 0 {
+			ev.pass = w.endPass(s, now)
+		}
 	}
 	return ev
 }
 
 // page matches a SCAN page, queues the matched keys for UNLINK under their
 // owners, counts the call for every request with a scanning pattern, and
-// returns the keys examined.
-func (w *Walker) page(s *walkState, keys []string, next uint64) int {
-	examined := len(keys)
-	if s.set.match != "" {
-		examined = s.count
+// returns the keys examined and matched.
+func (w *Walker) page(s *walkState, keys []string, next uint64) (examined, matched int) {
+	examined = len(keys)
+	if est := w.estimate(s, next); s.set.match != "" {
+		examined = est
 	}
 	s.pass.Examined += int64(examined)
 	s.pass.ScanCalls++
@@ -439,6 +545,7 @@ func (w *Walker) page(s *walkState, keys []string, next uint64) int {
 	}
 	for _, k := range keys {
 		if p, ok := s.set.find(k); ok {
+			matched++
 			if w.cfg.DryRun != nil {
 				w.cfg.DryRun(k)
 				s.owner[p].res.Removed++
@@ -447,7 +554,22 @@ func (w *Walker) page(s *walkState, keys []string, next uint64) int {
 			s.pending[s.owner[p]] = append(s.pending[s.owner[p]], k)
 		}
 	}
-	return examined
+	return examined, matched
+}
+
+// estimate returns the keys a page with a server-side MATCH examined: the
+// share of the keyspace between the page's cursor and next (SCAN's order),
+// times the DBSIZE read at the start of the pass, rounded so that the
+// pages of a pass add up to that DBSIZE.
+func (w *Walker) estimate(s *walkState, next uint64) int {
+	share := 1.0 // next == 0: the pass is complete
+	if next != 0 {
+		share = float64(position(next, w.cfg.CursorSlotBits)) / math.Exp2(64)
+	}
+	total := max(s.seen, share*s.size) // a table resize can step back
+	n := int(math.Round(total) - math.Round(s.seen))
+	s.seen = total
+	return n
 }
 
 // advance moves every scanning pattern past a page with next cursor next.
@@ -479,18 +601,29 @@ func (w *Walker) complete(e *entry, now time.Time) time.Duration {
 	return now.Sub(e.joined)
 }
 
-// endPass logs a finished pass and starts the next.
-func (w *Walker) endPass(s *walkState, now time.Time) *Pass {
+// closePass is called when the cursor returns to 0: the pass has seen its
+// last page, and waits in s.ending for that page's keys to be unlinked;
+// the next pass starts. Callers hold w.mu.
+func (w *Walker) closePass(s *walkState, now time.Time) {
 	p := s.pass
 	p.Duration = now.Sub(w.status.PassStartedAt)
+	s.ending = &p
+	s.pass = Pass{Number: p.Number + 1, Patterns: distinct(w.active)}
+	s.calls = 0
+	w.status.Pass, w.status.PassStartedAt, w.status.Examined = s.pass.Number, now, 0
+}
+
+// endPass finishes the pass in s.ending, its keys unlinked: counts and logs
+// it. Callers hold w.mu.
+func (w *Walker) endPass(s *walkState, _ time.Time) *Pass {
+	p := s.ending
+	s.ending = nil
+	w.finished = p.Number
 	w.cfg.Logger.LogAttrs(context.Background(), slog.LevelInfo, "🔍 sweep pass finished",
 		slog.Int64("pass", p.Number), slog.Int("patterns", p.Patterns),
 		slog.Int64("examined", p.Examined), slog.Int64("removed", p.Removed),
 		slog.Int64("scan_calls", p.ScanCalls), slog.Duration("duration", p.Duration))
-	s.pass = Pass{Number: p.Number + 1, Patterns: len(w.active)}
-	s.calls = 0
-	w.status.Pass, w.status.PassStartedAt, w.status.Examined = s.pass.Number, now, 0
-	return &p
+	return p
 }
 
 // fail ends every request active in the walk with err and resets the walk
@@ -507,8 +640,8 @@ func (w *Walker) fail(s *walkState, err error) {
 	}
 	w.active = w.active[:0]
 	clear(s.pending)
-	s.cursor, s.calls, s.dirty = 0, 0, true
-	s.pass = Pass{Number: s.pass.Number + 1}
+	s.cursor, s.calls, s.dirty, s.ending = 0, 0, true, nil
+	s.pass = Pass{Number: w.finished + 1}
 	now := time.Now()
 	w.status.Pass, w.status.PassStartedAt, w.status.Progress, w.status.Examined = s.pass.Number, now, 0, 0
 }
@@ -536,6 +669,12 @@ func (w *Walker) emit(ev events) {
 	}
 	if ev.pass != nil {
 		o.PassFinished(*ev.pass)
+	}
+	if p := ev.page; p != nil {
+		w.cfg.Logger.LogAttrs(context.Background(), slog.LevelDebug, "🔍 sweep page",
+			slog.Int64("pass", p.pass), slog.Uint64("cursor", p.cursor), slog.Uint64("next", p.next),
+			slog.Int("count", p.count), slog.Int("returned", p.returned), slog.Int("matched", p.matched),
+			slog.Int("examined", ev.examined), slog.Duration("round_trip", p.rtt))
 	}
 	o.ActivePatterns(ev.active)
 	o.Progress(ev.progress)

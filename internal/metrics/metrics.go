@@ -73,7 +73,7 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		redisChanges: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_state_changes_total",
 			Help: "Times Redis went down or came back."}),
 		warms: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "warm_requests_total",
-			Help: "Cache warm requests, by outcome (stored, triggered, skipped_stale, failed, shed)."}, []string{"outcome"}),
+			Help: "Cache warm requests, by outcome (stored, triggered, skipped_stale, failed, shed, skipped_unsafe)."}, []string{"outcome"}),
 		warmLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "warm_duration_seconds",
 			Help:    "Time of one warm request, fetch and guarded write included (shed requests excluded).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
@@ -89,7 +89,7 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 	for _, o := range []worker.Outcome{worker.Applied, worker.Retried, worker.DeadLettered, worker.Unrouted, worker.Abandoned} {
 		m.events.WithLabelValues(string(o)) // export zeros, so rates work from the start
 	}
-	for _, o := range []warm.Outcome{warm.Stored, warm.Triggered, warm.SkippedStale, warm.Failed, warm.Shed} {
+	for _, o := range []warm.Outcome{warm.Stored, warm.Triggered, warm.SkippedStale, warm.Failed, warm.Shed, warm.SkippedUnsafe} {
 		m.warms.WithLabelValues(string(o))
 	}
 	return m
@@ -127,7 +127,7 @@ func (m *Metrics) RedisUp(up bool) {
 // WarmDone implements warm.Observer.
 func (m *Metrics) WarmDone(o warm.Outcome, latency time.Duration) {
 	m.warms.WithLabelValues(string(o)).Inc()
-	if o != warm.Shed {
+	if o != warm.Shed && o != warm.SkippedUnsafe {
 		m.warmLatency.Observe(latency.Seconds())
 	}
 }

@@ -219,11 +219,16 @@ func (s *Server) workerComponent() map[string]any {
 	if !st.LastEventAt.IsZero() {
 		last = st.LastEventAt.UTC().Format(time.RFC3339Nano)
 	}
-	return map[string]any{
+	c := map[string]any{
 		"concurrency": st.Concurrency, "busy": st.BusyHandlers, "events_in_flight": st.Busy,
 		"events_applied": st.Applied, "events_dead_lettered": st.DeadLettered, "events_retried": st.Retried,
 		"events_unrouted": st.Unrouted, "keys_removed": st.KeysRemoved, "last_event_at": last,
 	}
+	if s.d.Generations != nil {
+		on, why := s.d.Generations()
+		c["generations"] = map[string]any{"on": on, "why": why}
+	}
+	return c
 }
 
 // cdcComponent is the runner's slot, lag and last commit.

@@ -447,6 +447,9 @@ func TestTokenGuard(t *testing.T) {
 		{"token without scheme", token, false},
 		{"basic scheme", "Basic " + token, false},
 		{"right token", "Bearer " + token, true},
+		{"lowercase scheme", "bearer " + token, true},
+		{"uppercase scheme", "BEARER " + token, true},
+		{"right token, wrong scheme", "Bearers " + token, false},
 	}
 	for _, a := range apis {
 		for _, au := range auths {
@@ -656,4 +659,47 @@ func TestReadyShowsARefusedPermission(t *testing.T) {
 	if n := s.rdb.Exists(ctx, "user:5").Val(); n != 0 {
 		t.Error("user:5 survived")
 	}
+}
+
+// A 21 KiB header, over the 16 KiB limit, gets the JSON 431 every other
+// error has, from the server as New configures it.
+func TestHeaderTooLarge(t *testing.T) {
+	srv := ops.New("127.0.0.1:0", ops.Deps{})
+	ln, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	for _, tt := range []struct {
+		name string
+		size int
+		want int
+	}{
+		{"21 KiB", 21 << 10, http.StatusRequestHeaderFieldsTooLarge},
+		{"15 KiB", 15 << 10, http.StatusNotFound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/nope", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Big", strings.Repeat("x", tt.size))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			assertJSONError(t, response{code: resp.StatusCode, header: resp.Header, body: body}, tt.want)
+		})
+	}
+	http.DefaultClient.CloseIdleConnections()
 }

@@ -32,7 +32,11 @@ import (
 const (
 	maxBodyBytes   = 64 << 10
 	maxHeaderBytes = 16 << 10
-	checkTimeout   = 2 * time.Second
+	// readHeaderBytes is what net/http reads before it answers a plain-text
+	// 431 itself; between maxHeaderBytes and this, limitHeader answers the
+	// JSON 431 every other error has.
+	readHeaderBytes = http.DefaultMaxHeaderBytes
+	checkTimeout    = 2 * time.Second
 	// SelfTestPrefix is the key prefix of the Redis self-test; it touches no other key.
 	SelfTestPrefix = "invalidator:selftest:"
 	selfTestTTL    = 30 * time.Second
@@ -57,6 +61,9 @@ type Deps struct {
 	// and the last commit. A process without Redis (cdc alone) leaves
 	// Redis nil: its checks and endpoints are then left out.
 	CDC func() cdc.Status
+	// Generations, when set, says whether the engine advances the
+	// generation guard and why, for /api/v3/system/health/detailed.
+	Generations func() (on bool, why string)
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
 	Token  string
 	Logger *slog.Logger
@@ -81,7 +88,7 @@ func New(addr string, d Deps) *Server {
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    maxHeaderBytes,
+		MaxHeaderBytes:    readHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -103,7 +110,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
-	return s.recover(limitBody(mux))
+	return s.recover(limitHeader(limitBody(mux)))
 }
 
 // Run serves until ctx ends, then shuts down gracefully (at most 5 s).
@@ -159,16 +166,42 @@ func (s *Server) guard(h http.Handler) http.Handler {
 	if s.d.Token == "" {
 		return h
 	}
-	want := []byte("Bearer " + s.d.Token)
+	want := []byte(s.d.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		// The scheme is case-insensitive (RFC 9110, section 11.1).
+		ok := strings.EqualFold(scheme, "Bearer")
+		if subtle.ConstantTimeCompare([]byte(strings.TrimLeft(cred, " ")), want) != 1 || !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="invalidator"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// limitHeader refuses a request whose header is over maxHeaderBytes with a
+// JSON 431.
+func limitHeader(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerBytes(r) > maxHeaderBytes {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request header over %d bytes", maxHeaderBytes))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// headerBytes is about the size of r's request line and header on the wire.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // limitBody refuses bodies over maxBodyBytes with 413. A body of unknown

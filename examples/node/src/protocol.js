@@ -24,6 +24,13 @@ export const MAX_TTL_MS = GENERATION_TTL_MS;
 
 const GEN_PREFIX = 'invalidator:gen:';
 
+// The protocol's marker (engine.ProtocolMarkerKey): kept alive while the
+// app reads and fills, so that a worker with GENERATIONS=auto sees a reader
+// of the protocol and turns generations on.
+export const MARKER_KEY = 'invalidator:protocol';
+const MARKER_TTL_MS = 60_000;
+const MARKER_REFRESH_MS = 20_000;
+
 // guardKeys returns G(K) in the order the scripts take it.
 export function guardKeys(key) {
   const out = [GEN_PREFIX + key];
@@ -96,6 +103,15 @@ export class Cache {
     this.log = log;
     this.inflight = new Map();
     this.down = false;
+    this.markerDue = 0;
+  }
+
+  // mark renews the protocol marker when due: one SET every 20 s at most.
+  async mark() {
+    const now = Date.now();
+    if (now < this.markerDue) return;
+    this.markerDue = now + MARKER_REFRESH_MS;
+    await this.redis.set(MARKER_KEY, 'node', 'PX', MARKER_TTL_MS);
   }
 
   // fetch returns { value, hit } where hit is true (HIT), false (MISS) or
@@ -103,6 +119,7 @@ export class Cache {
   async fetch(key, ttlMs, load) {
     let tokens;
     try {
+      await this.mark();
       const cached = await read(this.redis, key);
       if (cached !== undefined) {
         this.up();

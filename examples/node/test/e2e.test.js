@@ -125,6 +125,14 @@ test('course 42 is fresh after PUT /courses/42 while course 420 stays cached', a
   assert.equal(app.db.queries, queries + 2, 'only course 42 and the stats were recomputed');
 });
 
+test('the app keeps the protocol marker for GENERATIONS=auto', async () => {
+  const res = await fetch(`${app.url}/api/v3/analytics/courses/5`);
+  assert.equal(res.status, 200);
+  assert.equal(await app.redis.get('invalidator:protocol'), 'node');
+  const ttl = await app.redis.pttl('invalidator:protocol');
+  assert.ok(ttl > 0 && ttl <= 60_000, `marker TTL ${ttl} ms`);
+});
+
 test('student risk is cached for its own key', async () => {
   const first = await get('/api/v3/analytics/students/9');
   const second = await get('/api/v3/analytics/students/9');
