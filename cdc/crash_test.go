@@ -218,3 +218,19 @@ func TestCrashPastTheDuplicateWindow(t *testing.T) {
 		}
 	}
 }
+
+// dev runs cdc in the worker's process when CDC_DATABASE_URL is set and
+// the rules have a cdc section: a row change removes its keys.
+func TestDevRunsCDC(t *testing.T) {
+	r := newRig(t, rigOptions{noRunner: true})
+	env := append(r.env("REDIS_URL=redis://"+r.rdb.Options().Addr+"/0", "NATS_CONSUMER=dev"), "HOME="+t.TempDir(), "PATH=/usr/bin:/bin")
+	p := testproc.Start(t, env, "dev")
+	p.WaitLog(t, "streaming from the slot", 60*time.Second)
+	r.set("cache:course_analytics:11", "cache:course_analytics:110")
+	r.exec("INSERT INTO courses (id) VALUES (11)")
+	r.waitGone("cache:course_analytics:11")
+	r.requireKept("cache:course_analytics:110")
+	if code := p.Stop(t, 30*time.Second); code != 0 {
+		t.Errorf("dev exited with %d after SIGTERM", code)
+	}
+}
