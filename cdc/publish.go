@@ -147,10 +147,15 @@ func (p *publisher) drain(ctx context.Context, wait func() error, b *batch, n in
 }
 
 // send publishes message i of b, retrying while the client refuses it at
-// once (a full reconnect buffer, say).
+// once (a full reconnect buffer, say). The first attempt sends m itself;
+// later ones a copy, since a publish sets the reply subject of what it sends.
 func (p *publisher) send(ctx context.Context, b *batch, i int, m *nats.Msg) error {
 	for attempt := 0; ; attempt++ {
-		fut, err := p.js.PublishMsgAsync(clone(m))
+		out := m
+		if attempt > 0 || b.futs[i] != nil {
+			out = clone(m)
+		}
+		fut, err := p.js.PublishMsgAsync(out)
 		if err == nil {
 			b.futs[i] = fut
 			p.inflight++

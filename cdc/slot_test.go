@@ -59,6 +59,9 @@ func TestStandbyTakesOver(t *testing.T) {
 	if code, _ := ready(t, addrA); code != http.StatusOK {
 		t.Fatalf("active's /health/ready = %d, want 200", code)
 	}
+	if m := metricsText(t, addrB); !strings.Contains(m, "invalidator_cdc_standby 1") {
+		t.Errorf("the standby's /metrics lacks invalidator_cdc_standby 1")
+	}
 	r.set("cache:course_analytics:10000")
 	r.exec(fmt.Sprintf("INSERT INTO courses (id) SELECT g FROM generate_series(1, %d) g", n))
 	r.waitGone("cache:course_analytics:10000") // the inserts are applied
@@ -101,6 +104,52 @@ func TestStandbyTakesOver(t *testing.T) {
 	r.requireKept("cache:course_analytics:20000")
 	if code, _ := ready(t, addrB); code != http.StatusOK {
 		t.Errorf("the new active's /health/ready = %d, want 200", code)
+	}
+	var detailed struct {
+		Components struct {
+			CDC struct {
+				Role       string `json:"role"`
+				Slot       string `json:"slot"`
+				LagBytes   int64  `json:"lag_bytes"`
+				LastCommit struct {
+					LSN string `json:"lsn"`
+				} `json:"last_commit"`
+			} `json:"cdc"`
+		} `json:"components"`
+	}
+	getJSON(t, "http://"+addrB+"/api/v3/system/health/detailed", &detailed)
+	if c := detailed.Components.CDC; c.Role != "active" || c.Slot != r.slot() || c.LastCommit.LSN == "" {
+		t.Errorf("detailed health's cdc component = %+v, want the active role, the slot and the last commit", c)
+	}
+	body := metricsText(t, addrB)
+	for _, m := range []string{"invalidator_cdc_transactions_total", `invalidator_cdc_events_total{action="updated",entity="course"}`,
+		"invalidator_cdc_slot_lag_bytes", "invalidator_cdc_commit_to_ack_seconds_bucket", "invalidator_cdc_standby 0", "invalidator_cdc_slot_lost_total 0"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+}
+
+func metricsText(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
 	}
 }
 

@@ -73,7 +73,10 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer srv.close()
-	rep := &report{keys: o.keys, started: time.Now()}
+	rep := &report{name: "results", keys: o.keys, started: time.Now()}
+	if o.only == "cdc" {
+		rep.name = "cdc" // the cdc figures alone do not replace the worker's
+	}
 	steps := []struct {
 		name string
 		fn   func(context.Context, *env, options, *report) error
@@ -97,10 +100,7 @@ func run(ctx context.Context, o options) error {
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
-	name := "results"
-	if o.only == "cdc" {
-		name = "cdc" // the cdc figures alone do not replace the worker's
-	}
+	name := rep.name
 	md := filepath.Join(o.out, name+".md")
 	if err := os.WriteFile(md, []byte(rep.markdown()), 0o644); err != nil {
 		return err

@@ -24,6 +24,7 @@ type row struct {
 }
 
 type report struct {
+	name    string // the files' base name: results, or cdc
 	keys    int
 	started time.Time
 	pass    time.Duration
@@ -43,9 +44,13 @@ var groupTitles = map[string]string{
 
 func (r *report) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmark results\n\n%d keys; %s; %d CPUs; run %s; `%s`.\n",
-		r.keys, runtime.Version(), runtime.NumCPU(), r.started.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(append([]string{"go run ./internal/bench"}, os.Args[1:]...), " "))
-	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run. The chart: [results.svg](results.svg).\n")
+	keys := fmt.Sprintf("%d keys; ", r.keys)
+	if r.name == "cdc" {
+		keys = ""
+	}
+	fmt.Fprintf(&b, "# Benchmark results\n\n%s%s; %d CPUs; run %s; `%s`.\n",
+		keys, runtime.Version(), runtime.NumCPU(), r.started.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(append([]string{"go run ./internal/bench"}, os.Args[1:]...), " "))
+	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run. The chart: [%s.svg](%s.svg).\n", r.name, r.name)
 	last := ""
 	for _, x := range r.rows {
 		if x.group != last {
