@@ -17,8 +17,11 @@ const (
 	// ackPoll is how long a receive waits while PubAcks are outstanding,
 	// so a confirm follows its last PubAck closely.
 	ackPoll = 2 * time.Millisecond
-	// minStatusGap spaces the status updates that report a new confirm.
-	minStatusGap = 50 * time.Millisecond
+	// minStatusGap spaces the status updates that only report progress:
+	// each one that moves the slot makes the walsender save the slot's
+	// state, and more often slowed decoding down (pg_recvlogical reports
+	// every 10 s).
+	minStatusGap = time.Second
 	// stateEvery is how often the confirmed position is recorded in the
 	// state bucket.
 	stateEvery = 5 * time.Second
