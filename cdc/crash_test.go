@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testproc"
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/invalidator/invalidator/worker"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 )
@@ -232,5 +235,60 @@ func TestDevRunsCDC(t *testing.T) {
 	r.requireKept("cache:course_analytics:110")
 	if code := p.Stop(t, 30*time.Second); code != 0 {
 		t.Errorf("dev exited with %d after SIGTERM", code)
+	}
+}
+
+// NATS goes away while rows change and comes back: cdc confirms nothing
+// meanwhile, publishes again with the same ids, and every row's event is in
+// the stream once.
+func TestNATSOutageLosesNothing(t *testing.T) {
+	port, err := servers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := servers.NATSOptions{Port: port, StoreDir: t.TempDir()}
+	ns, err := servers.StartNATS(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	r := &rig{t: t, db: testserver.Database(t), log: &logBuffer{}}
+	testserver.SQL(t, r.db, schema)
+	r.nc, r.js = testserver.JetStream(t, ns)
+	if _, err := r.js.CreateStream(context.Background(), worker.Config{}.StreamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	p := r.process()
+	for i := 1; i <= 50; i++ {
+		r.exec("INSERT INTO courses (id) VALUES ($1)", i)
+	}
+	r.waitEvents(50)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	for i := 51; i <= 100; i++ {
+		r.exec("INSERT INTO courses (id) VALUES ($1)", i)
+	}
+	p.WaitLog(t, "publish to JetStream failed", 30*time.Second)
+	before := r.confirmedFlush()
+	if ns, err = servers.StartNATS(opts); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, "the test's connection back", 20*time.Second, r.nc.IsConnected)
+	got := r.waitEvents(100)
+	p.WaitLog(t, "publishing to JetStream again", 30*time.Second)
+	testserver.Eventually(t, "the last commit confirmed", 20*time.Second, func() bool {
+		return r.confirmedFlush() > commitLSN(t, r.events()[len(r.events())-1].id)
+	})
+	rows, ids := rowsOf(t, r.events())
+	for i := 1; i <= 100; i++ {
+		if n := rows[fmt.Sprintf("created/%d", i)]; n != 1 {
+			t.Errorf("course %d: %d events, want 1", i, n)
+		}
+	}
+	if len(ids) != 100 || len(got) < 100 {
+		t.Errorf("%d distinct ids for %d messages, want 100", len(ids), len(got))
+	}
+	if before > commitLSN(t, got[50].id) {
+		t.Errorf("confirmed %s during the outage, past the first unpublished commit %s", before, commitLSN(t, got[50].id))
 	}
 }
