@@ -57,7 +57,6 @@ type publisher struct {
 	source   string // urn:invalidator:cdc:<system id>/<database>/<slot>
 	max      int
 	log      *slog.Logger
-	obs      Observer
 	queue    []*batch
 	inflight int
 	seq      int

@@ -57,7 +57,7 @@ func newStream(r *Runner, conn *pgconn.PgConn, keys [][]string, confirmed pglogr
 		r: r, conn: conn, keys: keys, rels: map[uint32]*relation{}, st: st,
 		confirmed: confirmed, sent: confirmed, stateRecorded: confirmed, lastState: time.Now(),
 		pub: &publisher{js: r.js, pub: r.pub, slot: r.cfg.Slot, source: source, max: r.cfg.MaxInFlight, log: r.log,
-			obs: r.cfg.Observer, fail: failPoint{name: name, n: n}},
+			fail: failPoint{name: name, n: n}},
 	}
 }
 
