@@ -4,6 +4,7 @@
 //	go run ./internal/bench                    # 1M keys, about 5 minutes
 //	go run ./internal/bench -keys 10000000     # the 10M-key figures (long)
 //	go run ./internal/bench -only cdc          # invalidator cdc against pg_recvlogical (docs/bench/cdc.md)
+//	go run ./internal/bench -only staleness    # what readers see, publish and cdc modes (docs/bench/staleness.md)
 //
 // It starts its own redis-server (from PATH) and an embedded JetStream
 // server on loopback ports, and reports every figure as a ratio against a
@@ -38,6 +39,13 @@ type options struct {
 	cdcRate      int
 	cdcFor       time.Duration
 	cdcBigTx     int
+
+	stalenessFor        time.Duration
+	stalenessReaders    int
+	stalenessRate       int
+	stalenessItems      int
+	stalenessNATSBinary bool
+	stalenessCase       string
 }
 
 func main() {
@@ -52,11 +60,17 @@ func main() {
 	flag.IntVar(&o.budget, "budget", 0, "SCAN_BUDGET for the latency test (keys/s); 0 picks a tenth of the unpaced rate")
 	flag.IntVar(&o.patterns10k, "rss-patterns", 1000, "active patterns in the RSS test")
 	flag.StringVar(&o.out, "out", "docs/bench", "directory for results.md and results.svg")
-	flag.StringVar(&o.only, "only", "", "run only this scenario: patterns, exact, steady, latency, rss, cdc (cdc writes cdc.md, not results.md)")
+	flag.StringVar(&o.only, "only", "", "run only this scenario: patterns, exact, steady, latency, rss, cdc, staleness (cdc and staleness write cdc.md and staleness.md, not results.md)")
 	flag.IntVar(&o.cdcUpdates, "cdc-updates", 200_000, "single-row UPDATE transactions decoded by pg_recvlogical and by cdc")
 	flag.IntVar(&o.cdcRate, "cdc-rate", 1000, "transactions per second in the cdc latency test")
 	flag.DurationVar(&o.cdcFor, "cdc-for", 20*time.Second, "length of the cdc latency test")
 	flag.IntVar(&o.cdcBigTx, "cdc-big-tx", 1_000_000, "rows of the one-transaction UPDATE in the cdc memory test")
+	flag.DurationVar(&o.stalenessFor, "staleness-for", 15*time.Second, "length of each staleness scenario")
+	flag.IntVar(&o.stalenessReaders, "staleness-readers", 16, "readers through cache.Fetch in the staleness scenarios")
+	flag.IntVar(&o.stalenessRate, "staleness-rate", 200, "writes per second (4 writers) in the staleness scenarios")
+	flag.IntVar(&o.stalenessItems, "staleness-items", 2000, "items (Zipf) in the staleness scenarios")
+	flag.BoolVar(&o.stalenessNATSBinary, "staleness-nats-binary", false, "run the staleness scenarios on the nats-server binary on PATH (Debian's 2.9) instead of the embedded server")
+	flag.StringVar(&o.stalenessCase, "staleness-case", "", "run only the staleness scenarios whose name holds this text")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	if o.exactRounds < 1 || o.exactEvts < 1 {
@@ -74,8 +88,8 @@ func run(ctx context.Context, o options) error {
 	}
 	defer srv.close()
 	rep := &report{name: "results", keys: o.keys, started: time.Now()}
-	if o.only == "cdc" {
-		rep.name = "cdc" // the cdc figures alone do not replace the worker's
+	if o.only == "cdc" || o.only == "staleness" {
+		rep.name = o.only // these figures alone do not replace the worker's
 	}
 	steps := []struct {
 		name string
@@ -87,6 +101,7 @@ func run(ctx context.Context, o options) error {
 		{"latency", latencyScenario},
 		{"rss", rssScenario},
 		{"cdc", cdcScenario},
+		{"staleness", stalenessScenario},
 	}
 	for _, s := range steps {
 		if o.only != "" && o.only != s.name {
@@ -105,10 +120,12 @@ func run(ctx context.Context, o options) error {
 	if err := os.WriteFile(md, []byte(rep.markdown()), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(o.out, name+".svg"), []byte(rep.svg()), 0o644); err != nil {
-		return err
+	if len(rep.rows) > 0 {
+		if err := os.WriteFile(filepath.Join(o.out, name+".svg"), []byte(rep.svg()), 0o644); err != nil {
+			return err
+		}
 	}
 	fmt.Print(rep.markdown())
-	log.Printf("wrote %s and %s.svg", md, name)
+	log.Printf("wrote %s", md)
 	return nil
 }

@@ -29,6 +29,8 @@ type report struct {
 	started time.Time
 	pass    time.Duration
 	rows    []row
+	// staleness holds the staleness scenarios' rows, a table of their own.
+	staleness []stalenessRow
 }
 
 func (r *report) add(x row) { r.rows = append(r.rows, x) }
@@ -45,12 +47,14 @@ var groupTitles = map[string]string{
 func (r *report) markdown() string {
 	var b strings.Builder
 	keys := fmt.Sprintf("%d keys; ", r.keys)
-	if r.name == "cdc" {
+	if r.name != "results" {
 		keys = ""
 	}
 	fmt.Fprintf(&b, "# Benchmark results\n\n%s%s; %d CPUs; run %s; `%s`.\n",
 		keys, runtime.Version(), runtime.NumCPU(), r.started.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(append([]string{"go run ./internal/bench"}, os.Args[1:]...), " "))
-	fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run. The chart: [%s.svg](%s.svg).\n", r.name, r.name)
+	if len(r.rows) > 0 {
+		fmt.Fprintf(&b, "Every ratio is against a baseline measured in the same run. The chart: [%s.svg](%s.svg).\n", r.name, r.name)
+	}
 	last := ""
 	for _, x := range r.rows {
 		if x.group != last {
@@ -77,6 +81,9 @@ func (r *report) markdown() string {
 		}
 		name = strings.ReplaceAll(name, "|", `\|`)
 		fmt.Fprintf(&b, "| %s | %s | %s | %.2f× | %s | %s |\n", name, x.valueText(), calls, x.ratio, x.target, mark)
+	}
+	if len(r.staleness) > 0 {
+		b.WriteString(r.stalenessMarkdown())
 	}
 	return b.String()
 }
