@@ -94,6 +94,10 @@ func (p *publisher) messages(changes []change, commitLSN pglogrepl.LSN, commitTi
 		if data == nil {
 			data = map[string]any{}
 		}
+		if m, ok := rowMessage(c.subject(), id, p.source, commitTime.UTC(), data); ok {
+			msgs = append(msgs, m)
+			continue
+		}
 		ev := events.Event{ID: id, Source: p.source, Subject: c.subject(), Type: c.subject(), SpecVersion: events.SpecVersion,
 			Time: commitTime.UTC(), Data: data, CloudEvent: true}
 		m, err := p.pub.Message(ev)

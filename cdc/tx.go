@@ -1,9 +1,9 @@
 package cdc
 
 import (
-	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
@@ -170,5 +170,8 @@ func (t *tx) events() []change {
 // transaction that committed at commitLSN. A change's own LSN is no id:
 // the rows of one COPY share it.
 func eventID(slot string, commitLSN pglogrepl.LSN, index int) string {
-	return fmt.Sprintf("cdc:%s:%s:%d", slot, commitLSN, index)
+	b := make([]byte, 0, 32+len(slot))
+	b = append(append(append(b, "cdc:"...), slot...), ':')
+	b = append(appendLSN(b, commitLSN), ':')
+	return string(strconv.AppendInt(b, int64(index), 10))
 }

@@ -16,8 +16,9 @@ import (
 // ErrInvalidOption is wrapped by NewPublisher errors about its arguments.
 var ErrInvalidOption = errors.New("events: invalid option")
 
-// contentType is the Content-Type header of published messages.
-const contentType = "application/cloudevents+json"
+// ContentType is the Content-Type header of published messages: a
+// structured-mode CloudEvent.
+const ContentType = "application/cloudevents+json"
 
 // Publisher publishes events to JetStream as structured CloudEvents. It is
 // safe for concurrent use. The stream that captures events.> must exist.
@@ -141,7 +142,7 @@ func (p *Publisher) message(ev Event) (*nats.Msg, error) {
 	msg := nats.NewMsg(ev.Subject)
 	msg.Data = body
 	msg.Header.Set(HeaderMsgID, ev.ID)
-	msg.Header.Set("Content-Type", contentType)
+	msg.Header.Set("Content-Type", ContentType)
 	return msg, nil
 }
 
