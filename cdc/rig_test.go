@@ -24,6 +24,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testserver.RequirePostgres = os.Getenv(testserver.RequirePostgresEnv) != ""
 	code := m.Run()
 	testserver.StopPostgres()
 	testproc.Cleanup()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,9 +12,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// RequirePostgresEnv, when set (as .ci/run sets it), makes a missing
-// PostgreSQL fail the tests that need it instead of skipping them.
+// RequirePostgresEnv names the variable that, when set (as .ci/run sets
+// it), makes a missing PostgreSQL fail the tests that need it instead of
+// skipping them. A package's TestMain reads it into RequirePostgres (only
+// internal/config reads the environment outside tests).
 const RequirePostgresEnv = "INVALIDATOR_REQUIRE_POSTGRES"
+
+// RequirePostgres makes Postgres fail, not skip, when the binaries are missing.
+var RequirePostgres bool
 
 var shared struct {
 	once sync.Once
@@ -28,15 +32,15 @@ var shared struct {
 // first use with wal_level=logical on a free loopback port, in a temp dir
 // (never the machine's own server on 5432). A package that uses it calls
 // StopPostgres after m.Run in its TestMain. It skips the test with a clear
-// message when the binaries are missing, or fails it when
-// RequirePostgresEnv is set.
+// message when the binaries are missing, or fails it when RequirePostgres
+// is set.
 func Postgres(tb testing.TB) *servers.Postgres {
 	tb.Helper()
 	shared.once.Do(func() {
 		shared.pg, shared.err = servers.StartPostgres(context.Background(), servers.PostgresOptions{})
 	})
 	switch {
-	case errors.Is(shared.err, servers.ErrNoPostgres) && os.Getenv(RequirePostgresEnv) == "":
+	case errors.Is(shared.err, servers.ErrNoPostgres) && !RequirePostgres:
 		tb.Skipf("skipped: %v", shared.err)
 	case shared.err != nil:
 		tb.Fatalf("start postgres: %v", shared.err)
