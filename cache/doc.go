@@ -19,4 +19,9 @@
 // ClaimScript, FillScript, SetScript, ClusterFillScript,
 // ClusterUnfillScript), for services in other languages; the README
 // describes the keys, the ordering and the costs.
+//
+// A Cache keeps the protocol's marker (engine.ProtocolMarkerKey, value
+// MarkerName) alive while it reads and fills, one SET at most every
+// engine.ProtocolMarkerRefresh: a worker with the default GENERATIONS=auto
+// sees it and turns generations on within seconds.
 package cache

@@ -12,17 +12,26 @@ import (
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // pythonDriver runs after the README's block: each argument is one
 // command, "get KEY" prints the value as JSON (null on a miss), "fetch KEY
 // JSON" fills KEY with JSON through the protocol unless it hits.
+//
+// "invalidated KEY JSON" is fetch with a load during which the scope of
+// KEY (up to its last ":") is advanced, as the worker does for a pattern.
 const pythonDriver = `
 import sys
+def invalidating(key, body):
+    r.set(GEN + key[: key.rindex(":") + 1], uuid.uuid4().hex, px=DAY_MS)
+    return json.loads(body)
 for cmd in sys.argv[1:]:
     op, key, *rest = cmd.split(" ", 2)
     if op == "get":
         print(json.dumps(get(key)))
+    elif op == "invalidated":
+        print(json.dumps(fetch(key, 60_000, lambda: invalidating(key, rest[0]))))
     else:
         print(json.dumps(fetch(key, 60_000, lambda: json.loads(rest[0]))))
 `
@@ -73,23 +82,42 @@ func TestPythonProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	elsewhere := t.TempDir()
-	srv := testserver.Redis(t)
-	rdb := testserver.RedisClient(t, srv)
+	for _, mode := range []string{"single", "cluster"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			var rdb redis.UniversalClient
+			var env string
+			if mode == "cluster" {
+				cl := testserver.RedisCluster(t, 3)
+				rdb, env = testserver.ClusterClient(t, cl), "REDIS_CLUSTER_ADDRS="+strings.Join(cl.Addrs(), ",")
+			} else {
+				srv := testserver.Redis(t)
+				rdb, env = testserver.RedisClient(t, srv), "REDIS_URL="+srv.URL()
+			}
+			python := func(cmds ...string) []string {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, interpreter, append([]string{script}, cmds...)...)
+				cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool {
+					return strings.HasPrefix(v, "CACHE_LUA_DIR=") || strings.HasPrefix(v, "REDIS_")
+				}), env)
+				cmd.Dir = elsewhere
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					t.Fatalf("python3: %v\n%s", err, out)
+				}
+				return strings.Split(strings.TrimSpace(string(out)), "\n")
+			}
+			testPythonProtocol(t, rdb, python)
+		})
+	}
+}
+
+// testPythonProtocol shares keys between Go's Cache on rdb and the Python
+// block run by python.
+func testPythonProtocol(t *testing.T, rdb redis.UniversalClient, python func(cmds ...string) []string) {
 	c := New(rdb, WithLogger(discard))
 	defer c.Close()
-	python := func(cmds ...string) []string {
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, interpreter, append([]string{script}, cmds...)...)
-		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(v string) bool { return strings.HasPrefix(v, "CACHE_LUA_DIR=") }),
-			"REDIS_URL="+srv.URL())
-		cmd.Dir = elsewhere
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("python3: %v\n%s", err, out)
-		}
-		return strings.Split(strings.TrimSpace(string(out)), "\n")
-	}
 	ctx := t.Context()
 	if err := c.Set(ctx, "cache:course_analytics:42:weekly", map[string]int{"students": 31}, time.Minute); err != nil {
 		t.Fatal(err)
@@ -108,13 +136,25 @@ func TestPythonProtocol(t *testing.T) {
 	if found, err := c.Get(ctx, "cache:course_analytics:42:daily", &v); !found || err != nil || v["from"] != "python" {
 		t.Fatalf("Go read of the Python fill: %v, %v, %v", found, err, v)
 	}
-	// What the worker does first for cache:course_analytics:42:*.
+	// What the worker does first for cache:course_analytics:42:* (on one
+	// server and on a cluster alike: the scope's generation is the same key).
 	rdb.Set(ctx, engine.GenerationKey("cache:course_analytics:42:"), engine.NewGenerationToken(), engine.DefaultGenerationTTL)
 	got = python("get cache:course_analytics:42:weekly", "get cache:course_analytics:42:daily")
 	if strings.Join(got, "|") != "null|null" {
 		t.Fatalf("python after the scope advanced: %q, want two misses", got)
 	}
-	if n := rdb.Exists(ctx, "cache:course_analytics:42:weekly", "cache:course_analytics:42:daily").Val(); n != 2 {
-		t.Fatalf("%d keys exist, want 2 (no sweep ran)", n)
+	for _, k := range []string{"cache:course_analytics:42:weekly", "cache:course_analytics:42:daily"} {
+		if rdb.Exists(ctx, k).Val() != 1 {
+			t.Fatalf("%s is gone, want it kept (no sweep ran)", k)
+		}
+	}
+	// A fill whose scope moves during the load is not left behind: refused
+	// by fill.lua on one server, taken back by the cluster form's re-check.
+	got = python(`invalidated cache:course_analytics:7:daily {"v": 1}`, "get cache:course_analytics:7:daily")
+	if strings.Join(got, "|") != `{"v": 1}|null` {
+		t.Fatalf("python fetch during an invalidation printed %q, want the loaded value, then a miss", got)
+	}
+	if n := rdb.Exists(ctx, "cache:course_analytics:7:daily").Val(); n != 0 {
+		t.Error("the fill that raced an invalidation is stored")
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +47,7 @@ func BenchmarkClusterSweep(b *testing.B) {
 	}
 	defer perKey.Close()
 	var took [3]time.Duration
+	var unlinks [3]int64
 	for b.Loop() {
 		for i, s := range []struct {
 			c redis.Cmdable
@@ -52,12 +55,14 @@ func BenchmarkClusterSweep(b *testing.B) {
 		}{{single, one}, {cc, three}, {cc, perKey}} {
 			b.StopTimer()
 			load(b, s.c, *benchKeys)
+			before := unlinkCalls(b, s.c)
 			b.StartTimer()
 			start := time.Now()
 			if _, err := engine.Invalidate(ctx, s.e, engine.Job{Patterns: []string{"bench:*7"}}); err != nil {
 				b.Fatal(err)
 			}
 			took[i] += time.Since(start)
+			unlinks[i] += unlinkCalls(b, s.c) - before
 		}
 	}
 	n := float64(b.N)
@@ -66,6 +71,42 @@ func BenchmarkClusterSweep(b *testing.B) {
 	b.ReportMetric(took[2].Seconds()/n, "s/sweep-3-masters-key-per-unlink")
 	b.ReportMetric(took[0].Seconds()/took[1].Seconds(), "speedup")
 	b.ReportMetric(took[2].Seconds()/took[1].Seconds(), "grouped-speedup")
+	b.ReportMetric(float64(unlinks[1])/n, "unlinks/sweep-3-masters")
+	b.ReportMetric(float64(unlinks[2])/n, "unlinks/sweep-key-per-unlink")
+}
+
+// unlinkCalls sums cmdstat_unlink calls over c's masters (one server, or
+// each master of a cluster).
+func unlinkCalls(b *testing.B, c redis.Cmdable) int64 {
+	b.Helper()
+	var mu sync.Mutex
+	var total int64
+	count := func(ctx context.Context, n *redis.Client) error {
+		info, err := n.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		for line := range strings.SplitSeq(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_unlink:calls="); ok {
+				v, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+				mu.Lock()
+				total += v
+				mu.Unlock()
+			}
+		}
+		return nil
+	}
+	var err error
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		err = cc.ForEachMaster(context.Background(), count)
+	case *redis.Client:
+		err = count(context.Background(), cc)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	return total
 }
 
 // BenchmarkClusterExact measures exact-key throughput on the cluster:

@@ -99,17 +99,24 @@ type replayer struct {
 	id   func(context.Context) (string, error)
 	acks ackLog
 	seen atomic.Int64 // unix nanos: when the current master last answered
+	// shards, on a Redis Cluster, watches each shard's master instead of
+	// id (replay_cluster.go).
+	shards *shardWatch
 }
 
 // newReplayer returns the replayer of w and routes w's outcomes through it,
-// or nil when w's client is not a *redis.Client (a standalone server or a
-// Sentinel-managed master): a cluster has many masters.
+// or nil when w's client is neither a *redis.Client (a standalone server
+// or a Sentinel-managed master) nor a *redis.ClusterClient.
 func newReplayer(w *Worker) *replayer {
-	c, ok := w.rdb.(*redis.Client)
-	if !ok {
+	var r *replayer
+	switch c := w.rdb.(type) {
+	case *redis.Client:
+		r = &replayer{w: w, id: func(ctx context.Context) (string, error) { return runID(ctx, c) }}
+	case *redis.ClusterClient:
+		r = &replayer{w: w, shards: newShardWatch(c)}
+	default:
 		return nil
 	}
-	r := &replayer{w: w, id: func(ctx context.Context) (string, error) { return runID(ctx, c) }}
 	w.obs = ackObserver{Observer: w.obs, r: r}
 	return r
 }
@@ -151,6 +158,10 @@ func (o ackObserver) EventDone(rep Report) {
 // run asks the master's run_id every HealthInterval until ctx ends, and
 // replays when it changes.
 func (r *replayer) run(ctx context.Context) {
+	if r.shards != nil {
+		r.runCluster(ctx)
+		return
+	}
 	interval := r.w.cfg.HealthInterval
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -178,13 +189,18 @@ func (r *replayer) run(ctx context.Context) {
 // changed replays the events acked from one window before the old master
 // last answered.
 func (r *replayer) changed(ctx context.Context, oldID, newID string) {
-	window := r.w.cfg.FailoverReplayWindow
 	log := r.w.log.With(slog.String("old_run_id", oldID), slog.String("new_run_id", newID))
+	r.replaySince(ctx, log, time.Unix(0, r.seen.Load()))
+}
+
+// replaySince replays the events acked from one window before lastSeen,
+// when the old master last answered.
+func (r *replayer) replaySince(ctx context.Context, log *slog.Logger, lastSeen time.Time) {
+	window := r.w.cfg.FailoverReplayWindow
 	if window <= 0 {
 		log.Warn("⚠️ Redis master changed; the failover replay is off")
 		return
 	}
-	lastSeen := time.Unix(0, r.seen.Load())
 	seqs, truncated := r.acks.since(lastSeen.Add(-window).UnixNano())
 	log.Warn("🔁 Redis master changed, replaying the events acked before", slog.Int("events", len(seqs)),
 		slog.Duration("window", window), slog.Time("old_master_last_seen", lastSeen))

@@ -247,6 +247,19 @@ type walkState struct {
 	// size is DBSIZE, read with the first SCAN of the pass; seen is the
 	// share of the keyspace the pass's pages have covered, times size.
 	size, seen float64
+	// distinct counts the distinct patterns of w.active when it held
+	// distinctOf entries; joined says entries joined since.
+	distinct, distinctOf int
+	joined               bool
+}
+
+// activePatterns counts the distinct patterns of w.active, recounting only
+// when entries joined or left. Callers hold w.mu.
+func (w *Walker) activePatterns(s *walkState) int {
+	if s.joined || s.distinctOf != len(w.active) {
+		s.distinct, s.distinctOf, s.joined = distinct(w.active), len(w.active), false
+	}
+	return s.distinct
 }
 
 // events are the observer calls of one round trip, made after the lock is
@@ -328,6 +341,7 @@ func (w *Walker) admit(s *walkState) (scan, ok bool) {
 		if !e.req.finished {
 			e.tr = newTracker(s.cursor, w.cfg.CursorSlotBits)
 			w.active = append(w.active, e)
+			s.joined = true
 			if !serving[e.pattern] {
 				serving[e.pattern] = true
 				s.pass.Patterns++
@@ -514,7 +528,7 @@ func (w *Walker) settle(s *walkState, scan bool, keys []string, next uint64, rem
 		ev.waits = append(ev.waits, w.advance(s, next, now)...)
 	}
 	w.active = slices.DeleteFunc(w.active, func(e *entry) bool { return e.req.finished || e.done })
-	ev.active = distinct(w.active)
+	ev.active = w.activePatterns(s)
 	ev.progress = float64(position(s.cursor, w.cfg.CursorSlotBits)) / math.Exp2(64)
 	w.status.Progress, w.status.ScanCount, w.status.Examined = ev.progress, s.count, s.pass.Examined
 	if scan && next == 0 {
@@ -608,7 +622,7 @@ func (w *Walker) closePass(s *walkState, now time.Time) {
 	p := s.pass
 	p.Duration = now.Sub(w.status.PassStartedAt)
 	s.ending = &p
-	s.pass = Pass{Number: p.Number + 1, Patterns: distinct(w.active)}
+	s.pass = Pass{Number: p.Number + 1, Patterns: w.activePatterns(s)}
 	s.calls = 0
 	w.status.Pass, w.status.PassStartedAt, w.status.Examined = s.pass.Number, now, 0
 }

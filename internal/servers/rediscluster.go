@@ -38,10 +38,15 @@ type RedisClusterOptions struct {
 	// NodeTimeout is cluster-node-timeout: how long a node may be silent
 	// before the others mark it failed. Defaults to 2s.
 	NodeTimeout time.Duration
+	// Replicas is the number of replicas of each master (redis-cli
+	// --cluster-replicas): a killed master's replica is promoted after
+	// NodeTimeout. Defaults to 0.
+	Replicas int
 }
 
-// RedisCluster is a running Redis Cluster: masters only, no replicas, one
-// redis-server process per node on 127.0.0.1, every slot assigned.
+// RedisCluster is a running Redis Cluster: its masters (and
+// RedisClusterOptions.Replicas replicas of each), one redis-server process
+// per node on 127.0.0.1, every slot assigned.
 type RedisCluster struct {
 	opts  RedisClusterOptions
 	nodes []*Redis
@@ -75,14 +80,14 @@ func StartRedisClusterWith(ctx context.Context, o RedisClusterOptions) (*RedisCl
 		return nil, ErrNoRedisCLI
 	}
 	c := &RedisCluster{opts: o}
-	for range o.Masters {
+	for range o.Masters * (1 + o.Replicas) {
 		if _, err := c.AddNode(ctx); err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	if err := cli(ctx, append(args, "--cluster-replicas", "0", "--cluster-yes")...); err != nil {
+	if err := cli(ctx, append(args, "--cluster-replicas", strconv.Itoa(o.Replicas), "--cluster-yes")...); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -90,7 +95,69 @@ func StartRedisClusterWith(ctx context.Context, o RedisClusterOptions) (*RedisCl
 		c.Close()
 		return nil, err
 	}
+	if err := c.waitReplicas(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// waitReplicas waits until every replica's link to its master is up.
+func (c *RedisCluster) waitReplicas(ctx context.Context) error {
+	for _, n := range c.nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+		info, err := rdb.Info(ctx, "replication").Result()
+		_ = rdb.Close()
+		if err != nil {
+			return fmt.Errorf("servers: INFO replication on %s: %w", n.Addr(), err)
+		}
+		if infoField(info, "role") == "slave" {
+			if err := waitLink(ctx, n, "up"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// MasterOf returns the node that is master of key's slot now, and one of
+// its replicas (nil when it has none), as CLUSTER SHARDS on any running
+// node says.
+func (c *RedisCluster) MasterOf(ctx context.Context, key string) (master, replica *Redis, err error) {
+	for _, n := range c.nodes {
+		if n.PID() == 0 {
+			continue
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+		slot, err := rdb.ClusterKeySlot(ctx, key).Result()
+		var shards []redis.ClusterShard
+		if err == nil {
+			shards, err = rdb.ClusterShards(ctx).Result()
+		}
+		_ = rdb.Close()
+		if err != nil {
+			continue
+		}
+		for _, sh := range shards {
+			if !slices.ContainsFunc(sh.Slots, func(r redis.SlotRange) bool { return r.Start <= slot && slot <= r.End }) {
+				continue
+			}
+			for _, node := range sh.Nodes {
+				addr := fmt.Sprintf("%s:%d", node.IP, node.Port)
+				switch {
+				case node.Role == "master":
+					master = c.Node(addr)
+				case replica == nil && node.Health != "failed": // 7.0 says "loading" at offset 0
+					replica = c.Node(addr)
+				}
+			}
+			if master == nil {
+				return nil, nil, fmt.Errorf("servers: slot %d has no master", slot)
+			}
+			return master, replica, nil
+		}
+	}
+	return nil, nil, fmt.Errorf("servers: no node answers with the owner of %q", key)
 }
 
 // AddNode starts one more cluster-enabled redis-server, not yet part of the

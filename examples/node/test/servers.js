@@ -3,6 +3,7 @@
 // repository. Every wait is bounded; killAll ends every child (and a
 // process 'exit' hook SIGKILLs what is left if the test runner dies early).
 import { spawn } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -138,6 +139,59 @@ export async function startRedis(dir) {
   return { child, url: `redis://127.0.0.1:${port}/0` };
 }
 
+// startRedisCluster starts 3 cluster-enabled redis-server nodes (each with
+// its bus port, port + 10000, free too) and joins them with redis-cli
+// --cluster create: 3 masters, no replicas.
+export async function startRedisCluster(dir) {
+  const ports = [];
+  while (ports.length < 3) {
+    const p = await freePort();
+    if (p + 10000 < 65536 && !ports.includes(p) && (await isFree(p + 10000))) ports.push(p);
+  }
+  await Promise.all(
+    ports.map(async (port) => {
+      const nodeDir = join(dir, `cluster-${port}`);
+      await mkdir(nodeDir, { recursive: true });
+      const child = spawnChild(`redis-${port}`, 'redis-server', [
+        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', nodeDir,
+        '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '2000',
+      ]);
+      await waitOutput(child, /Ready to accept connections/, 10_000);
+    }),
+  );
+  const addrs = ports.map((p) => `127.0.0.1:${p}`);
+  const cli = spawnChild('redis-cli --cluster create', 'redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes']);
+  const { code } = await waitExit(cli, 30_000);
+  if (code !== 0) throw new Error(`redis-cli --cluster create failed (code ${code}):\n${tail(cli)}`);
+  for (const port of ports) {
+    await until(`cluster_state:ok on ${port}`, 20_000, async () => {
+      const info = spawnChild('redis-cli cluster info', 'redis-cli', ['-p', String(port), 'cluster', 'info']);
+      await waitExit(info, 5000);
+      return /cluster_state:ok/.test(info.output);
+    });
+  }
+  return { addrs: addrs.join(',') };
+}
+
+function isFree(port) {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.unref();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+// until polls fn every 50 ms until it returns a truthy value, for at most ms.
+async function until(what, ms, fn) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function startNats(dir) {
   const port = await freePort();
   const child = spawnChild('nats-server', 'nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', join(dir, 'jetstream')]);
@@ -145,12 +199,14 @@ export async function startNats(dir) {
   return { child, url: `nats://127.0.0.1:${port}` };
 }
 
-export async function startWorker(bin, { redisUrl, natsUrl }) {
+// startWorker runs the worker on redisUrl, or on the cluster of
+// redisClusterAddrs ("host:port,...") when set.
+export async function startWorker(bin, { redisUrl, redisClusterAddrs, natsUrl }) {
   const child = spawnChild('invalidator', bin, ['run'], {
     cwd: repoRoot,
     env: {
       ...baseEnv(),
-      REDIS_URL: redisUrl,
+      ...(redisClusterAddrs ? { REDIS_CLUSTER_ADDRS: redisClusterAddrs } : { REDIS_URL: redisUrl }),
       NATS_URL: natsUrl,
       INVALIDATOR_RULES: join(repoRoot, 'testdata', 'rules.yaml'),
       GENERATIONS: 'on',
