@@ -35,6 +35,7 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
 )
 log = logging.getLogger("app")
+logging.getLogger("uvicorn.error").propagate = False  # uvicorn prints its own lines
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/app")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
