@@ -3,8 +3,10 @@ the guide's endpoints (tables courses, students, users: schema.sql)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
 from typing import Any, Iterator, Optional
 
@@ -21,10 +23,15 @@ pool: Optional[psycopg2.pool.ThreadedConnectionPool] = None
 SLOW_QUERY_S = int(os.environ.get("SLOW_QUERY_MS", "0")) / 1000
 
 
+ACQUIRE_TIMEOUT_S = 10.0
+_slots = threading.BoundedSemaphore(1)
+
+
 def init(url: str, maxconn: int = 60) -> None:
-    global pool
+    global pool, _slots
     log.info("🔌 connecting to PostgreSQL")
     pool = psycopg2.pool.ThreadedConnectionPool(1, maxconn, url, connect_timeout=5)
+    _slots = threading.BoundedSemaphore(maxconn)
     conn = pool.getconn()
     try:
         with conn.cursor() as cur:
@@ -41,36 +48,42 @@ def close() -> None:
         pool.closeall()
 
 
-def get_db() -> Iterator[psycopg2.extensions.connection]:
-    """FastAPI dependency: a pooled connection; whatever the endpoint left
+@contextlib.contextmanager
+def connection() -> Iterator[psycopg2.extensions.connection]:
+    """A pooled connection, waiting at most ACQUIRE_TIMEOUT_S for one (the
+    pool itself raises at once when it is exhausted); whatever is left
     uncommitted is rolled back."""
-    conn = pool.getconn()
-    broken = False
+    if not _slots.acquire(timeout=ACQUIRE_TIMEOUT_S):
+        raise psycopg2.OperationalError(f"no database connection free within {ACQUIRE_TIMEOUT_S} s")
     try:
-        yield conn
-    finally:
+        conn = pool.getconn()
+        broken = False
         try:
-            conn.rollback()
-        except psycopg2.Error:
-            broken = True
-        pool.putconn(conn, close=broken or bool(conn.closed))
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+            except psycopg2.Error:
+                broken = True
+            pool.putconn(conn, close=broken or bool(conn.closed))
+    finally:
+        _slots.release()
+
+
+def get_db() -> Iterator[psycopg2.extensions.connection]:
+    """FastAPI dependency: a pooled connection for the request."""
+    with connection() as conn:
+        yield conn
 
 
 def ping() -> float:
     """Round trip to PostgreSQL in ms; raises on failure."""
-    conn = pool.getconn()
-    broken = False
-    try:
+    with connection() as conn:
         t = time.perf_counter()
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
         conn.rollback()
         return (time.perf_counter() - t) * 1000
-    except psycopg2.Error:
-        broken = True
-        raise
-    finally:
-        pool.putconn(conn, close=broken)
 
 
 def _one(conn, sql: str, args: tuple = ()) -> Optional[dict[str, Any]]:

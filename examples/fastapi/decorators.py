@@ -12,9 +12,10 @@ transaction together with
 ``invalidator cdc`` publishes that message at the commit as
 ``events.cache.invalidate`` and the worker removes the keys: the
 invalidation commits with the data or not at all. After the commit the same
-keys are invalidated here too, so that this app's next request is fresh
-without waiting for the worker (a failure there is only logged: the
-committed message covers it).
+keys are invalidated here too (RedisCache.invalidate: the generations
+only, one round trip), so that this app's next request is fresh without
+waiting for the worker (a failure there is only logged: the committed
+message covers it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Callable
 
 import psycopg2.extensions
 from fastapi import Response
+from fastapi.encoders import jsonable_encoder
 
 import redis_cache
 
@@ -86,7 +88,7 @@ def cached(ttl: int = 300, key_prefix: str = "cache") -> Callable:
             if key is None or cache is None:
                 value, how = func(*args, **kwargs), "BYPASS"
             else:
-                value, how = cache.fetch(key, ttl, lambda: func(*args, **kwargs))
+                value, how = cache.fetch(key, ttl, lambda: jsonable_encoder(func(*args, **kwargs)))
             if response is not None:
                 response.headers["X-Cache"] = how
             return value

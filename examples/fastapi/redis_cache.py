@@ -264,14 +264,34 @@ class RedisCache:
         log.info("🗑️ cache cleared pattern=%s removed=%d", pattern, removed)
         return removed
 
-    def invalidate(self, keys: Iterable[str] = (), patterns: Iterable[str] = ()) -> None:
-        """What the worker does for events.cache.invalidate: the exact keys,
-        then each pattern."""
-        keys = list(keys)
-        if keys:
-            self.delete(*keys)
+    def invalidate(self, keys: Iterable[str] = (), patterns: Iterable[str] = ()) -> bool:
+        """What the worker does first for events.cache.invalidate, in one
+        round trip: a fresh token on each pattern's scope generation, and
+        each exact key removed with its own generation. Readers miss at once;
+        the keys under the patterns stay (unreadable) until the worker's
+        sweep or their TTL, so the cost does not grow with the keyspace.
+        False when Redis is down."""
+        keys, patterns = list(keys), list(patterns)
         for p in patterns:
-            self.clear_pattern(p)
+            check_pattern(p)
+        scopes = sorted({pattern_scope(p) for p in patterns})
+        if not keys and not scopes:
+            return True
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            token = new_token()
+            for s in scopes:
+                pipe.set(GEN_PREFIX + s, token, px=GENERATION_TTL_MS)
+            if keys:
+                pipe.unlink(*[GEN_PREFIX + k for k in keys])
+                pipe.unlink(*keys)
+            pipe.execute()
+            self._up()
+        except redis.RedisError as err:
+            self._failed(err)
+            return False
+        log.info("🗑️ cache invalidated keys=%s patterns=%s", keys, patterns)
+        return True
 
     # -- @cached -------------------------------------------------------------
 

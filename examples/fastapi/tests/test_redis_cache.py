@@ -70,3 +70,15 @@ def test_delete_and_clear_pattern(cache):
             cache.clear_pattern(bad)
     with pytest.raises(ValueError):
         cache.set("user:1", {}, ttl=0)
+
+
+def test_invalidate_moves_the_generations_in_one_round_trip(cache):
+    for k in ("user:88", "user:88:profile", "user:88:courses", "user:880"):
+        cache.set(k, {"k": k}, ttl=60)
+    assert cache.invalidate(["user:88"], ["user:88:*"])
+    assert cache.redis.exists("user:88") == 0
+    assert cache.redis.exists("user:88:profile", "user:88:courses") == 2  # left to the worker's sweep ...
+    assert cache.exists("user:88", "user:88:profile", "user:88:courses") == 0  # ... unreadable already
+    assert cache.get("user:880") == {"k": "user:880"}
+    with pytest.raises(ValueError):
+        cache.invalidate([], ["*"])
