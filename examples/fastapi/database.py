@@ -18,9 +18,10 @@ log = logging.getLogger("database")
 
 pool: Optional[psycopg2.pool.ThreadedConnectionPool] = None
 
-# SLOW_QUERY_MS adds pg_sleep to the analytics queries: a slow report, which
-# widens the window in which a load races an update (used by the tests).
-SLOW_QUERY_S = int(os.environ.get("SLOW_QUERY_MS", "0")) / 1000
+# LOAD_GATE_LOCK, a test hook: the analytics loads, once they have read
+# their rows, wait for this advisory lock (shared) before they return, so a
+# test that holds it keeps loads of the old row in flight while it updates.
+LOAD_GATE_LOCK = int(os.environ.get("LOAD_GATE_LOCK", "0"))
 
 
 ACQUIRE_TIMEOUT_S = 10.0
@@ -93,15 +94,15 @@ def _one(conn, sql: str, args: tuple = ()) -> Optional[dict[str, Any]]:
     return dict(row) if row is not None else None
 
 
-def _slow(conn) -> None:
-    if SLOW_QUERY_S > 0:
+def _gate(conn) -> None:
+    if LOAD_GATE_LOCK:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_sleep(%s)", (SLOW_QUERY_S,))
+            cur.execute("SELECT pg_advisory_lock_shared(%s), pg_advisory_unlock_shared(%s)", (LOAD_GATE_LOCK, LOAD_GATE_LOCK))
 
 
 def course_analytics(conn, course_id: int) -> Optional[dict[str, Any]]:
     # One statement reads the course and its students, so the answer is one
-    # snapshot; the slow part comes after it, as the fill would.
+    # snapshot; the gate (tests) comes after it.
     row = _one(
         conn,
         """SELECT c.id AS course_id, c.title, c.version,
@@ -112,7 +113,7 @@ def course_analytics(conn, course_id: int) -> Optional[dict[str, Any]]:
             WHERE c.id = %s GROUP BY c.id""",
         (course_id,),
     )
-    _slow(conn)
+    _gate(conn)
     conn.rollback()
     return row
 
@@ -125,7 +126,7 @@ def student_risk(conn, student_id: int) -> Optional[dict[str, Any]]:
              FROM students WHERE id = %s""",
         (student_id,),
     )
-    _slow(conn)
+    _gate(conn)
     conn.rollback()
     if row is None:
         return None

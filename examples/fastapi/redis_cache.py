@@ -308,7 +308,6 @@ class RedisCache:
                 self.stats.add("hits")
                 log.debug("🔍 cache hit key=%s", key)
                 return json.loads(raw), "HIT"
-            self.stats.add("misses")
             log.info("❌ cache miss key=%s", key)
             tokens = [t.decode() if isinstance(t, bytes) else t for t in self._claim(keys=guard_keys(key), args=[new_token(), GENERATION_TTL_MS])]
             self._up()
@@ -325,6 +324,7 @@ class RedisCache:
             if leader:
                 fut = Future()
                 self._flights[flight] = fut
+            self.stats.add("misses")  # counted once the caller is in a flight
         if not leader:
             return fut.result(), "MISS"
         try:

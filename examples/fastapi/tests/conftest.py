@@ -32,9 +32,9 @@ for _mod in ("fastapi", "uvicorn", "redis", "psycopg2", "httpx"):
     except ImportError:
         _missing_modules.append(_mod)
 
-# The app's own slow analytics query (database.SLOW_QUERY_MS): the window in
-# which a load races an update.
-SLOW_QUERY_MS = 500
+# The advisory lock the app's analytics loads wait for after reading their
+# rows (database.LOAD_GATE_LOCK): a test holds it to keep loads in flight.
+LOAD_GATE_LOCK = 4242
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ def stack():
     import stack as stackmod
 
     try:
-        s = stackmod.Stack(app_env={"SLOW_QUERY_MS": str(SLOW_QUERY_MS)}, log_dir=os.environ.get("STACK_LOG_DIR"))
+        s = stackmod.Stack(app_env={"LOAD_GATE_LOCK": str(LOAD_GATE_LOCK)}, log_dir=os.environ.get("STACK_LOG_DIR"))
     except stackmod.Missing as err:
         unavailable(str(err))
     yield s
@@ -71,3 +71,43 @@ def cache(stack):
     c = redis_cache.RedisCache(stack.redis.url)
     yield c
     c.close()
+
+
+class Gate:
+    """Holds the app's load gate: loads that read their rows wait until
+    release (at most 20 s: the lock is held by this test's session)."""
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        self.conn = psycopg2.connect(url, connect_timeout=5)
+        self.conn.autocommit = True
+
+    def __enter__(self):
+        with self.conn.cursor() as cur:
+            cur.execute("SET statement_timeout = '20s'")
+            cur.execute("SELECT pg_advisory_lock(%s)", (LOAD_GATE_LOCK,))
+        return self
+
+    def waiting(self) -> int:
+        """Loads waiting at the gate now."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
+                (LOAD_GATE_LOCK,),
+            )
+            return cur.fetchone()[0]
+
+    def release(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
+
+    def __exit__(self, *exc):
+        self.release()
+        self.conn.close()
+
+
+@pytest.fixture
+def gate(stack):
+    with Gate(stack.pg.url()) as g:
+        yield g

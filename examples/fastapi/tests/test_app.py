@@ -226,23 +226,26 @@ def test_rolled_back_transaction_invalidates_nothing(stack, client, cache):
     assert get(client, "/users/43/profile")[1] == "HIT"
 
 
-def test_concurrent_misses_share_one_load(stack, client, cache):
+def test_concurrent_misses_share_one_load(stack, client, cache, gate):
     cache.delete("cache:student_risk:3")
-    before = app_stats(client)["loads"]
+    before = app_stats(client)
     with ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda _: get(client, "/api/v3/analytics/students/3"), range(20), timeout=60))
+        futures = [pool.submit(get, client, "/api/v3/analytics/students/3") for _ in range(20)]
+        # Every request has missed and joined a flight while the load waits.
+        eventually("20 misses in a flight", lambda: app_stats(client)["misses"] - before["misses"] >= 20 and gate.waiting() >= 1)
+        gate.release()
+        answers = [f.result(timeout=30) for f in futures]
     assert len({json.dumps(a, sort_keys=True) for a, _ in answers}) == 1
-    assert [h for _, h in answers].count("MISS") >= 2  # they did overlap
-    assert app_stats(client)["loads"] - before == 1
+    assert [h for _, h in answers] == ["MISS"] * 20
+    assert app_stats(client)["loads"] - before["loads"] == 1
 
 
 @pytest.mark.parametrize("writer", ["app", "psql"])
-def test_race_50_requests_during_an_update_leave_no_older_value(stack, client, cache, writer):
+def test_race_50_requests_during_an_update_leave_no_older_value(stack, client, cache, gate, writer):
     key, path = "cache:course_analytics:7", "/api/v3/analytics/courses/7"
     cache.delete(key)
     start = app_stats(client)
     v0 = db_version(stack, "courses", 7)
-    done_at = [None]  # monotonic time the update had completed
     results = []
     lock = threading.Lock()
 
@@ -254,8 +257,9 @@ def test_race_50_requests_during_an_update_leave_no_older_value(stack, client, c
 
     with ThreadPoolExecutor(50) as pool:
         first = [pool.submit(request, i) for i in range(25)]
-        # A load of the old row is under way (the query is slow) ...
-        eventually("a load in flight", lambda: app_stats(client)["loads"] > start["loads"])
+        # 25 requests missed; their one load has read the old row and waits
+        # at the gate, as a slow query would.
+        eventually("25 misses, a load at the gate", lambda: app_stats(client)["misses"] - start["misses"] >= 25 and gate.waiting() >= 1)
         since = stack.worker.mark()
         if writer == "app":
             r = client.put("/courses/7", json={"title": "Python, raced"})
@@ -263,21 +267,20 @@ def test_race_50_requests_during_an_update_leave_no_older_value(stack, client, c
         else:
             stack.pg.psql("app", "UPDATE courses SET title = 'Python, raced' WHERE id = 7")
             wait_applied(stack, "events.course.updated", since)
-        done_at[0] = time.monotonic()
+        done_at = time.monotonic()  # the update has completed, invalidation included
         rest = [pool.submit(request, i) for i in range(25)]
+        gate.release()
         for f in first + rest:
-            f.result(timeout=60)
+            f.result(timeout=30)
 
     v1 = db_version(stack, "courses", 7)
     assert v1 == v0 + 1
     assert len(results) == 50
-    assert min(v for _, v, _ in results) == v0, "no request read the old row: the race did not happen"
-    late = [(v, how) for t, v, how in results if t >= done_at[0]]
-    assert late and all(v == v1 for v, _ in late), late
-    if writer == "app":
-        # The load that read the old row claimed before the invalidation: its
-        # fill was refused.
-        assert app_stats(client)["stale_fills_refused"] > start["stale_fills_refused"]
+    assert sorted(v for t, v, _ in results if t < done_at) == [v0] * 25  # the race happened
+    late = [(v, how) for t, v, how in results if t >= done_at]
+    assert len(late) == 25 and all(v == v1 for v, _ in late), late
+    # The load of the old row claimed before the invalidation: its fill was refused.
+    assert app_stats(client)["stale_fills_refused"] == start["stale_fills_refused"] + 1
     cached = cache.get(key)
     assert cached is None or cached["version"] == v1, cached
     body, _ = get(client, path)
