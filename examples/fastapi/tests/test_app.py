@@ -279,8 +279,10 @@ def test_race_50_requests_during_an_update_leave_no_older_value(stack, client, c
     assert sorted(v for t, v, _ in results if t < done_at) == [v0] * 25  # the race happened
     late = [(v, how) for t, v, how in results if t >= done_at]
     assert len(late) == 25 and all(v == v1 for v, _ in late), late
-    # The load of the old row claimed before the invalidation: its fill was refused.
-    assert app_stats(client)["stale_fills_refused"] == start["stale_fills_refused"] + 1
+    # The load of the old row claimed before the invalidation: its fill was
+    # refused. (Through the app, the worker's own invalidation of the same
+    # keys may come during the next load and refuse its fill too.)
+    assert app_stats(client)["stale_fills_refused"] >= start["stale_fills_refused"] + 1
     cached = cache.get(key)
     assert cached is None or cached["version"] == v1, cached
     body, _ = get(client, path)
