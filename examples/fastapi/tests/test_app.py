@@ -4,7 +4,10 @@ last test, which stops Redis and starts it again."""
 
 import json
 import re
+import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -324,3 +327,28 @@ def test_redis_stopped_endpoints_answer_from_the_database(stack, client, cache):
     since = stack.app.mark()
     eventually("caching resumed", lambda: get(client, "/api/v3/analytics/courses/42")[1] == "HIT")
     stack.app.wait_output(r"✅ Redis reachable again", 5, since)
+
+
+def test_stack_script_runs_the_example_and_stops(stack):
+    """The README's first command: stack.py starts everything, the app
+    answers, and SIGTERM stops every server it started."""
+    import httpx
+
+    port = stackmod.free_port()
+    env = {**stackmod._base_env(), "PORT": str(port), "INVALIDATOR_BIN": stack.bin}
+    script = stackmod.Proc("stack.py", [sys.executable, str(stackmod.HERE / "stack.py")], env=env, cwd=stackmod.HERE)
+    try:
+        up = script.wait_output(r"the stack is up[\s\S]*PostgreSQL\s+postgresql://postgres@127\.0\.0\.1:(\d+)/app", 90)
+        pg_port = int(up.group(1))
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/api/v3/analytics/courses/42").headers["x-cache"] == "MISS"
+            assert c.get("/api/v3/analytics/courses/42").headers["x-cache"] == "HIT"
+            assert c.get("/health").json()["status"] == "healthy"
+        script.p.send_signal(signal.SIGTERM)
+        assert script.p.wait(60) == 0, script.tail()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", pg_port), timeout=2).close()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    finally:
+        script.stop(5, signal.SIGKILL)
