@@ -11,8 +11,9 @@ SCAN reaches the keys. A fill claims G(K) before the load and writes only if
 no token moved meanwhile, so a value loaded before an invalidation is never
 stored after it.
 
-The Lua scripts are the repository's ``cache/*.lua``, loaded as they are:
-``$CACHE_LUA_DIR``, or ``../../cache`` from this file.
+The Lua scripts are the repository's (``read.lua``, ``claim.lua``,
+``fill.lua``, ``set.lua``), loaded as they are: ``$CACHE_LUA_DIR``, or
+``../../guard`` (``../../cache`` in older trees) from this file.
 
 When Redis fails, reads miss, writes are skipped and ``fetch`` runs the
 loader uncached, with one ⚠️ line per outage and one ✅ line when Redis
@@ -55,11 +56,16 @@ SCAN_COUNT = 1000
 
 def lua_dir() -> pathlib.Path:
     """Where the protocol's scripts are read: $CACHE_LUA_DIR, or the
-    repository's cache/ directory two levels above this file."""
+    repository's directory that holds them, two levels above this file
+    (guard/, or cache/ in trees from before the guard package)."""
     env = os.environ.get("CACHE_LUA_DIR")
     if env:
         return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parent.parent.parent / "cache"
+    repo = pathlib.Path(__file__).resolve().parent.parent.parent
+    for d in ("guard", "cache"):
+        if (repo / d / "read.lua").is_file():
+            return repo / d
+    raise FileNotFoundError(f"the protocol's Lua scripts are in neither {repo / 'guard'} nor {repo / 'cache'}: set CACHE_LUA_DIR")
 
 
 def guard_keys(key: str) -> list[str]:
