@@ -357,7 +357,7 @@ class RedisCache:
             log.info("💾 cache stored key=%s ttl=%ss", key, ttl)
         else:
             self.stats.add("stale_fills_refused")
-            log.info("⚠️ stale fill refused key=%s: invalidated during the load", key)
+            log.warning("⚠️ stale fill refused key=%s: invalidated during the load", key)
         return value
 
     def ping(self) -> float:

@@ -146,6 +146,16 @@ def _stop_all() -> None:
         c.stop(5)
 
 
+def _ready(p: Proc, wait) -> Proc:
+    """p once wait() returns; p stopped if it raises."""
+    try:
+        wait()
+    except BaseException:
+        p.stop(5)
+        raise
+    return p
+
+
 def need(binary: str, hint: str) -> str:
     path = shutil.which(binary)
     if not path:
@@ -196,9 +206,13 @@ class Postgres:
             "-c", "listen_addresses=127.0.0.1", "-c", "wal_level=logical", "-c", "max_replication_slots=8",
             "-c", "max_wal_senders=8", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
         ], user=self.user, log_dir=log_dir)
-        self.proc.wait_output(r"database system is ready to accept connections", 30)
-        self.psql("postgres", "CREATE DATABASE app")
-        self.psql("app", file=str(SCHEMA))
+        try:
+            self.proc.wait_output(r"database system is ready to accept connections", 30)
+            self.psql("postgres", "CREATE DATABASE app")
+            self.psql("app", file=str(SCHEMA))
+        except BaseException:
+            self.stop()
+            raise
 
     def url(self, db: str = "app") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -228,7 +242,7 @@ class Redis:
     def start(self, log_dir=None) -> None:
         self.proc = Proc("redis", [self.bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                    "--appendonly", "no", "--dir", self.dir], log_dir=log_dir)
-        self.proc.wait_output(r"Ready to accept connections", 10)
+        _ready(self.proc, lambda: self.proc.wait_output(r"Ready to accept connections", 10))
 
     @property
     def url(self) -> str:
@@ -243,7 +257,7 @@ class Nats:
         self.port = free_port()
         self.proc = Proc("nats", [need("nats-server", "apt-get install -y nats-server"), "-js", "-a", "127.0.0.1",
                                   "-p", str(self.port), "-sd", os.path.join(work, "jetstream")], log_dir=log_dir)
-        self.proc.wait_output(r"Server is ready", 10)
+        _ready(self.proc, lambda: self.proc.wait_output(r"Server is ready", 10))
 
     @property
     def url(self) -> str:
@@ -266,10 +280,14 @@ def build_invalidator(work: str, timeout: float = 300) -> str:
     return out
 
 
-def wait_http(url: str, timeout: float, want: int = 200) -> dict:
+def wait_http(url: str, timeout: float, want: int = 200, proc: Optional[Proc] = None) -> dict:
+    """The JSON of url once it answers want, within timeout seconds; raises
+    at once if proc exits meanwhile."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        if proc is not None and proc.p.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited ({proc.p.returncode}) before {url} answered:\n{proc.tail()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == want:
@@ -278,7 +296,8 @@ def wait_http(url: str, timeout: float, want: int = 200) -> dict:
         except Exception as err:  # not up yet
             last = err
         time.sleep(0.05)
-    raise TimeoutError(f"{url}: no {want} within {timeout} s (last: {last})")
+    tail = f":\n{proc.tail()}" if proc is not None else ""
+    raise TimeoutError(f"{url}: no {want} within {timeout} s (last: {last}){tail}")
 
 
 class Stack:
@@ -312,23 +331,20 @@ class Stack:
         env = {**_base_env(), "REDIS_URL": self.redis.url, "NATS_URL": self.nats.url, "INVALIDATOR_RULES": str(RULES),
                "GENERATIONS": "on", "HTTP_ADDR": f"127.0.0.1:{self.worker_http}", "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
         p = Proc("worker", [self.bin, "run"], env=env, cwd=REPO, log_dir=self.log_dir)
-        p.wait_output(r"worker started", 30)
-        return p
+        return _ready(p, lambda: p.wait_output(r"worker started", 30))
 
     def start_cdc(self) -> Proc:
         self.cdc_http = free_port()
         env = {**_base_env(), "CDC_DATABASE_URL": self.pg.url(), "NATS_URL": self.nats.url, "INVALIDATOR_RULES": str(RULES),
                "HTTP_ADDR": f"127.0.0.1:{self.cdc_http}", "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
         p = Proc("cdc", [self.bin, "cdc"], env=env, cwd=REPO, log_dir=self.log_dir)
-        wait_http(f"http://127.0.0.1:{self.cdc_http}/health/ready", 30)
-        return p
+        return _ready(p, lambda: wait_http(f"http://127.0.0.1:{self.cdc_http}/health/ready", 30, proc=p))
 
     def start_app(self, extra: dict) -> Proc:
         env = {**_base_env(), "DATABASE_URL": self.pg.url(), "REDIS_URL": self.redis.url, "LOG_LEVEL": "INFO", **extra}
         p = Proc("app", [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(self.app_port),
                          "--no-access-log"], env=env, cwd=HERE, log_dir=self.log_dir)
-        wait_http(f"{self.app_url}/health", 30)
-        return p
+        return _ready(p, lambda: wait_http(f"{self.app_url}/health", 30, proc=p))
 
     @property
     def app_url(self) -> str:
