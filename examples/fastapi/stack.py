@@ -308,6 +308,7 @@ class Stack:
         if os.geteuid() == 0:
             os.chmod(self.work, 0o755)
         self.log_dir = log_dir or self.work
+        os.makedirs(self.log_dir, exist_ok=True)
         self.started: list = []
         try:
             self.bin = build_invalidator(self.work)
