@@ -36,7 +36,15 @@ type Filter struct {
 	Reason string
 	// Since, when set, keeps the letters written in the last Since.
 	Since time.Duration
+	// Kind, when set, is the kind of reason.
+	Kind Kind
+	// Text, when set, is a text the reason or the body must contain
+	// (case-insensitive).
+	Text string
 }
+
+// needsBody reports whether matching f reads the letters' bodies.
+func (f Filter) needsBody() bool { return f.Text != "" }
 
 func (f Filter) match(l Letter, now time.Time) bool {
 	switch {
@@ -48,34 +56,33 @@ func (f Filter) match(l Letter, now time.Time) bool {
 		return false
 	case f.Since > 0 && now.Sub(l.Time) > f.Since:
 		return false
+	case f.Kind != "" && l.Kind != f.Kind:
+		return false
+	case f.Text != "" && !containsFold(l.Reason, f.Text) && !containsFold(string(l.Body), f.Text):
+		return false
 	}
 	return true
 }
 
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
 // List calls fn with each letter f selects, oldest first, until fn
 // returns an error (which List returns). Messages that are not letters are
-// skipped.
+// skipped. Without f.Seqs it reads the stream through an ordered consumer
+// in batches (filtered to f.Subject on the server), so it holds one batch
+// in memory at a time, whatever the stream's size.
 func (s *Store) List(ctx context.Context, f Filter, fn func(Letter) error) error {
+	if len(f.Seqs) == 0 {
+		return s.scan(ctx, f, true, fn)
+	}
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
 		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
 	now := time.Now()
-	seqs := f.Seqs
-	if len(seqs) == 0 {
-		last := min(info.State.LastSeq, info.State.FirstSeq+MaxScan-1)
-		for q := info.State.FirstSeq; q <= last; q++ {
-			seqs = append(seqs, q)
-		}
-	}
-	for _, q := range seqs {
+	for _, q := range f.Seqs {
 		m, err := st.GetMsg(ctx, q)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue

@@ -1,0 +1,145 @@
+package deadletter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// scanBatch is how many letters one fetch of a scan asks for.
+const scanBatch = 1000
+
+// scanIdle bounds the wait for a batch; a scan whose batch comes back
+// empty after it ends (letters deleted under it).
+const scanIdle = 2 * time.Second
+
+// headerMsgSize is the header a headers-only delivery carries in place of
+// the body; it is not one of the event's headers.
+const headerMsgSize = "Nats-Msg-Size"
+
+// scan calls fn with each letter f selects, oldest first, reading the
+// stream through an ordered consumer filtered to f.Subject. withBody
+// false asks the server for headers only (unless f needs the body to
+// match), which is what a count or a page of the list needs. It reads at
+// most MaxScan messages, and stops at the last message the stream held
+// when it started.
+func (s *Store) scan(ctx context.Context, f Filter, withBody bool, fn func(Letter) error) error {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+	}
+	subject := s.prefix + ".>"
+	if f.Subject != "" {
+		subject = s.prefix + "." + f.Subject
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+	}
+	if info.State.Msgs == 0 || (f.Subject != "" && info.State.Subjects[subject] == 0) {
+		return nil
+	}
+	last := info.State.LastSeq
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
+		HeadersOnly:    !withBody && !f.needsBody(),
+		// gone soon if the delete below cannot reach the server
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
+	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = s.js.DeleteConsumer(dctx, s.stream, ci.Name)
+			cancel()
+		}
+	}()
+	now := time.Now()
+	for read := 0; read < MaxScan; {
+		fctx, cancel := context.WithTimeout(ctx, scanIdle)
+		batch, err := cons.Fetch(min(scanBatch, MaxScan-read), jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
+		}
+		n, done, err := s.take(batch, last, f, now, fn)
+		cancel()
+		if err != nil {
+			return err
+		}
+		read += n
+		if done || n == 0 {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// take hands the letters of one batch to fn; done when the batch held the
+// last message the scan is after.
+func (s *Store) take(batch jetstream.MessageBatch, last uint64, f Filter, now time.Time, fn func(Letter) error) (n int, done bool, err error) {
+	for m := range batch.Messages() {
+		n++
+		meta, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		done = meta.NumPending == 0 || meta.Sequence.Stream >= last
+		raw := &jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream, Header: m.Headers(),
+			Data: m.Data(), Time: meta.Timestamp}
+		if l, err := Decode(s.prefix, raw); err == nil && f.match(l, now) {
+			delete(l.Header, headerMsgSize)
+			if err := fn(l); err != nil {
+				return n, true, err
+			}
+		}
+		if done {
+			break
+		}
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		return n, true, fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
+	}
+	return n, done, nil
+}
+
+// Page is one page of the letters a filter selects, with the counts of
+// the whole selection.
+type Page struct {
+	// Letters are the page's letters, oldest first, with headers but
+	// without bodies (Get reads one whole).
+	Letters []Letter
+	// Matched is the number of letters the filter selects.
+	Matched int
+	// ByKind counts, per kind of reason, the letters the filter selects
+	// when its Kind is left out: what each kind would show.
+	ByKind map[Kind]int
+}
+
+// Page returns the letters f selects from offset on, at most limit of
+// them, and counts the whole selection in the same pass. It keeps only
+// the page in memory: one pass over the stream's headers (and bodies when
+// f has a Text), filtered to f.Subject by the server.
+func (s *Store) Page(ctx context.Context, f Filter, offset, limit int) (Page, error) {
+	p := Page{ByKind: map[Kind]int{}}
+	kind := f.Kind
+	f.Kind = ""
+	f.Seqs = nil
+	err := s.scan(ctx, f, false, func(l Letter) error {
+		p.ByKind[l.Kind]++
+		if kind != "" && l.Kind != kind {
+			return nil
+		}
+		if p.Matched >= offset && len(p.Letters) < limit {
+			p.Letters = append(p.Letters, l)
+		}
+		p.Matched++
+		return nil
+	})
+	return p, err
+}

@@ -1,0 +1,162 @@
+package deadletter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/invalidator/invalidator/deadletter"
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// writeMany publishes n letters asynchronously: every third is rejected
+// (subject events.course.updated), the others failed (events.user.updated);
+// letter i's body holds "body-<i>".
+func writeMany(t testing.TB, js jetstream.JetStream, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range n {
+		kind, subject := deadletter.Failed, "events.user.updated"
+		if i%3 == 0 {
+			kind, subject = deadletter.Rejected, "events.course.updated"
+		}
+		ev := deadletter.Event{Subject: subject, Body: fmt.Appendf(nil, `{"id":"body-%d"}`, i), Header: nats.Header{},
+			StreamSeq: uint64(i + 1), Deliveries: 1, Stream: "EVENTS"}
+		if _, err := js.PublishMsgAsync(deadletter.Encode("dlq", ev, kind, fmt.Errorf("reason %d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if i%5000 == 4999 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+	}
+	if js.PublishAsyncPending() != 0 {
+		t.Fatalf("%d publishes pending", js.PublishAsyncPending())
+	}
+}
+
+func TestPageFiltersAndCounts(t *testing.T) {
+	js, s := store(t)
+	writeMany(t, js, 30)
+	ctx := context.Background()
+	tests := []struct {
+		name          string
+		given         deadletter.Filter
+		offset, limit int
+		wantMatched   int
+		wantFirst     string // reason of the page's first letter
+		wantPage      int
+		wantByKind    map[deadletter.Kind]int
+	}{
+		{"all, first page", deadletter.Filter{}, 0, 7, 30, "reason 0", 7, map[deadletter.Kind]int{"rejected": 10, "failed": 20}},
+		{"all, last page", deadletter.Filter{}, 28, 7, 30, "reason 28", 2, map[deadletter.Kind]int{"rejected": 10, "failed": 20}},
+		{"kind", deadletter.Filter{Kind: deadletter.Rejected}, 1, 3, 10, "reason 3", 3, map[deadletter.Kind]int{"rejected": 10, "failed": 20}},
+		{"subject", deadletter.Filter{Subject: "events.user.updated"}, 0, 2, 20, "reason 1", 2, map[deadletter.Kind]int{"failed": 20}},
+		{"subject and kind disagree", deadletter.Filter{Subject: "events.user.updated", Kind: deadletter.Rejected}, 0, 2, 0, "", 0, map[deadletter.Kind]int{"failed": 20}},
+		{"text in the body", deadletter.Filter{Text: "BODY-17\""}, 0, 5, 1, "reason 17", 1, map[deadletter.Kind]int{"failed": 1}},
+		{"text in the reason", deadletter.Filter{Text: "reason 2"}, 0, 50, 11, "reason 2", 11, map[deadletter.Kind]int{"rejected": 3, "failed": 8}},
+		{"no such subject", deadletter.Filter{Subject: "events.none"}, 0, 5, 0, "", 0, map[deadletter.Kind]int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := s.Page(ctx, tt.given, tt.offset, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := ""
+			if len(p.Letters) > 0 {
+				first = p.Letters[0].Reason
+			}
+			if p.Matched != tt.wantMatched || len(p.Letters) != tt.wantPage || first != tt.wantFirst || fmt.Sprint(p.ByKind) != fmt.Sprint(tt.wantByKind) {
+				t.Errorf("matched %d, page %d from %q, by kind %v; want %d, %d from %q, %v",
+					p.Matched, len(p.Letters), first, p.ByKind, tt.wantMatched, tt.wantPage, tt.wantFirst, tt.wantByKind)
+			}
+		})
+	}
+}
+
+// The list reads the stream through a consumer; letters deleted under it
+// are skipped, and the scan leaves no consumer behind.
+func TestListSkipsDeletedAndLeavesNoConsumer(t *testing.T) {
+	js, s := store(t)
+	writeMany(t, js, 10)
+	ctx := context.Background()
+	for _, q := range []uint64{1, 5, 10} {
+		if err := s.Delete(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []uint64
+	if err := s.List(ctx, deadletter.Filter{}, func(l deadletter.Letter) error { got = append(got, l.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[2 3 4 6 7 8 9]" {
+		t.Errorf("listed %v", got)
+	}
+	stop := errors.New("stop")
+	if err := s.List(ctx, deadletter.Filter{}, func(deadletter.Letter) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("List = %v, want fn's error", err)
+	}
+	st, err := js.Stream(ctx, "EVENTS_DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := st.ConsumerNames(ctx)
+	var left []string
+	for n := range names.Name() {
+		left = append(left, n)
+	}
+	if len(left) > 0 {
+		t.Errorf("consumers left: %s", strings.Join(left, ", "))
+	}
+}
+
+// 100,000 letters: the page and the counts come from one pass over the
+// headers, holding one page.
+func TestPageManyLetters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 100,000 letters")
+	}
+	js, s := store(t)
+	const n = 100_000
+	writeMany(t, js, n)
+	p, err := s.Page(context.Background(), deadletter.Filter{Kind: deadletter.Rejected}, 33_000, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Matched != 33_334 || p.ByKind[deadletter.Rejected] != 33_334 || p.ByKind[deadletter.Failed] != 66_666 {
+		t.Fatalf("matched %d, by kind %v", p.Matched, p.ByKind)
+	}
+	if len(p.Letters) != 50 || p.Letters[0].Reason != "reason 99000" || p.Letters[49].Reason != "reason 99147" {
+		t.Fatalf("page of %d from %q", len(p.Letters), p.Letters[0].Reason)
+	}
+}
+
+// BenchmarkPage100k times one page and its counts over 100,000 letters.
+func BenchmarkPage100k(b *testing.B) {
+	_, js := testserverJetStream(b)
+	writeMany(b, js, 100_000)
+	s := deadletter.NewStore(js, "EVENTS_DLQ", "dlq")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Page(context.Background(), deadletter.Filter{}, 50_000, 50); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func testserverJetStream(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, js := testserver.JetStream(tb, testserver.NATS(tb))
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS_DLQ", Subjects: []string{"dlq.>"}}); err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
