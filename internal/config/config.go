@@ -120,8 +120,8 @@ type Run struct {
 	// UIPathPrefix is UI_PATH_PREFIX: "" or a path like "/invalidator"
 	// (leading slash, no trailing one).
 	UIPathPrefix string
-	LogLevel    slog.Level
-	LogFormat   logging.Format
+	LogLevel     slog.Level
+	LogFormat    logging.Format
 	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
 	Warm warm.Config
 	// WarmEnv holds the values of the environment variables the rules'
