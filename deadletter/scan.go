@@ -10,7 +10,7 @@ import (
 )
 
 // scanBatch is how many letters one fetch of a scan asks for.
-const scanBatch = 1000
+const scanBatch = 2000
 
 // scanIdle bounds the wait for a batch; a scan whose batch comes back
 // empty after it ends (letters deleted under it).

@@ -18,13 +18,20 @@ import (
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/console"
 	"github.com/invalidator/invalidator/internal/ops"
+	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines and removes the worker's build.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		testproc.Cleanup()
+		os.Exit(code)
+	}))
+}
 
 const token = "s3cret-token"
 
