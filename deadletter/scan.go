@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// scanBatch is how many letters one fetch of a scan asks for.
+// scanBatch is how many letters a scan asks the server for at a time.
 const scanBatch = 2000
 
-// scanIdle bounds the wait for a batch; a scan whose batch comes back
-// empty after it ends (letters deleted under it).
+// scanIdle bounds the wait for the next letter: a scan that waits that
+// long has read them all (the last ones were deleted under it).
 const scanIdle = 2 * time.Second
 
 // headerMsgSize is the header a headers-only delivery carries in place of
@@ -59,53 +60,40 @@ func (s *Store) scan(ctx context.Context, f Filter, withBody bool, fn func(Lette
 			cancel()
 		}
 	}()
+	it, err := cons.Messages(jetstream.PullMaxMessages(scanBatch))
+	if err != nil {
+		return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
+	}
+	defer it.Stop()
 	now := time.Now()
-	for read := 0; read < MaxScan; {
-		fctx, cancel := context.WithTimeout(ctx, scanIdle)
-		batch, err := cons.Fetch(min(scanBatch, MaxScan-read), jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
-		}
-		n, done, err := s.take(batch, last, f, now, fn)
-		cancel()
-		if err != nil {
+	for range MaxScan {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		read += n
-		if done || n == 0 {
-			return ctx.Err()
+		m, err := it.Next(jetstream.NextMaxWait(scanIdle))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			return nil // the rest was deleted under the scan
 		}
-	}
-	return nil
-}
-
-// take hands the letters of one batch to fn; done when the batch held the
-// last message the scan is after.
-func (s *Store) take(batch jetstream.MessageBatch, last uint64, f Filter, now time.Time, fn func(Letter) error) (n int, done bool, err error) {
-	for m := range batch.Messages() {
-		n++
+		if err != nil {
+			return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
+		}
 		meta, err := m.Metadata()
 		if err != nil {
 			continue
 		}
-		done = meta.NumPending == 0 || meta.Sequence.Stream >= last
 		raw := &jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream, Header: m.Headers(),
 			Data: m.Data(), Time: meta.Timestamp}
 		if l, err := Decode(s.prefix, raw); err == nil && f.match(l, now) {
 			delete(l.Header, headerMsgSize)
 			if err := fn(l); err != nil {
-				return n, true, err
+				return err
 			}
 		}
-		if done {
-			break
+		if meta.NumPending == 0 || meta.Sequence.Stream >= last {
+			return nil
 		}
 	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return n, true, fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
-	}
-	return n, done, nil
+	return nil
 }
 
 // Page is one page of the letters a filter selects, with the counts of

@@ -38,7 +38,7 @@ func TestDeadLettersPageWith100k(t *testing.T) {
 		if _, err := js.PublishMsgAsync(deadletter.Encode("dlq", ev, kind, fmt.Errorf("reason %d", i))); err != nil {
 			t.Fatal(err)
 		}
-		if i%5000 == 4999 {
+		if i%1000 == 999 {
 			<-js.PublishAsyncComplete()
 		}
 	}
