@@ -491,3 +491,33 @@ func TestBrowserReadOnly(t *testing.T) {
 		t.Errorf("without credentials: %v %v, want a 401", resp, err)
 	}
 }
+
+// With the event stream blocked, the page falls back to polling, and the
+// counter still moves.
+func TestBrowserPollingFallback(t *testing.T) {
+	needChromium(t)
+	s := newStack(t, rulesV1)
+	b := newBrowser(t, true)
+	b.do(t, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{
+			URLPatterns: []*network.BlockPattern{{URLPattern: s.base + "events*", Block: true}}})
+		return err
+	}), chromedp.Navigate(s.base))
+	b.poll(t, `document.getElementById("live").textContent === "live (polling)"`)
+	for i := range 2 {
+		s.publish(t, "events.course.updated", fmt.Sprintf(`{"course_id":"%d"}`, i))
+	}
+	b.poll(t, `Number(document.getElementById("events-applied").textContent) >= 2`)
+	if v := evaluate[[]string](t, b, "window.__csp || ['no listener']"); len(v) > 0 {
+		t.Errorf("CSP violations: %q", v)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	polled := false
+	for _, u := range b.requests {
+		polled = polled || u == s.base+"poll"
+	}
+	if !polled {
+		t.Errorf("no request to %spoll in %q", s.base, b.requests)
+	}
+}
