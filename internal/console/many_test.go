@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/internal/console"
@@ -22,7 +23,7 @@ func TestDeadLettersPageWith100k(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 100,000 letters")
 	}
-	_, js := testserver.JetStream(t, testserver.NATS(t))
+	nc, js := testserver.JetStream(t, testserver.NATS(t))
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS_DLQ", Subjects: []string{"dlq.>"}}); err != nil {
 		t.Fatal(err)
@@ -35,14 +36,25 @@ func TestDeadLettersPageWith100k(t *testing.T) {
 		}
 		ev := deadletter.Event{Subject: subject, Body: fmt.Appendf(nil, `{"id":"%d"}`, i), Header: nats.Header{},
 			StreamSeq: uint64(i + 1), Deliveries: 1, Stream: "EVENTS"}
-		if _, err := js.PublishMsgAsync(deadletter.Encode("dlq", ev, kind, fmt.Errorf("reason %d", i))); err != nil {
+		// core NATS publishes: the stream stores them without an ack each
+		if err := nc.PublishMsg(deadletter.Encode("dlq", ev, kind, fmt.Errorf("reason %d", i))); err != nil {
 			t.Fatal(err)
 		}
-		if i%1000 == 999 {
-			<-js.PublishAsyncComplete()
-		}
 	}
-	<-js.PublishAsyncComplete()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, err := deadletter.NewStore(js, "EVENTS_DLQ", "dlq").Count(ctx)
+		if err != nil || n == 100_000 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream holds %d letters, want 100,000", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	c, err := console.New(console.Config{Token: token}, console.Deps{Letters: deadletter.NewStore(js, "EVENTS_DLQ", "dlq")}, nil)
 	if err != nil {
 		t.Fatal(err)
