@@ -17,6 +17,9 @@ const scanBatch = 2000
 // long has read them all (the last ones were deleted under it).
 const scanIdle = 2 * time.Second
 
+// errStopScan, returned by scan's fn, ends the scan without an error.
+var errStopScan = errors.New("deadletter: stop the scan")
+
 // headerMsgSize is the header a headers-only delivery carries in place of
 // the body; it is not one of the event's headers.
 const headerMsgSize = "Nats-Msg-Size"
@@ -26,8 +29,9 @@ const headerMsgSize = "Nats-Msg-Size"
 // false asks the server for headers only (unless f needs the body to
 // match), which is what a count or a page of the list needs. It reads at
 // most MaxScan messages, and stops at the last message the stream held
-// when it started.
-func (s *Store) scan(ctx context.Context, f Filter, withBody bool, fn func(Letter) error) error {
+// when it started. It starts at the sequence from (0: the first), and
+// stops early, with no error, when fn returns errStopScan.
+func (s *Store) scan(ctx context.Context, f Filter, withBody bool, from uint64, fn func(Letter) error) error {
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
 		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
@@ -44,12 +48,19 @@ func (s *Store) scan(ctx context.Context, f Filter, withBody bool, fn func(Lette
 		return nil
 	}
 	last := info.State.LastSeq
-	cons, err := s.js.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{
+	if from > last {
+		return nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		HeadersOnly:    !withBody && !f.needsBody(),
 		// gone soon if the delete below cannot reach the server
 		InactiveThreshold: 10 * time.Second,
-	})
+	}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.js.OrderedConsumer(ctx, s.stream, cfg)
 	if err != nil {
 		return fmt.Errorf("read dead-letter stream %q: %w", s.stream, err)
 	}
@@ -85,7 +96,9 @@ func (s *Store) scan(ctx context.Context, f Filter, withBody bool, fn func(Lette
 			Data: m.Data(), Time: meta.Timestamp}
 		if l, err := Decode(s.prefix, raw); err == nil && f.match(l, now) {
 			delete(l.Header, headerMsgSize)
-			if err := fn(l); err != nil {
+			if err := fn(l); errors.Is(err, errStopScan) {
+				return nil
+			} else if err != nil {
 				return err
 			}
 		}
@@ -118,7 +131,7 @@ func (s *Store) Page(ctx context.Context, f Filter, offset, limit int) (Page, er
 	kind := f.Kind
 	f.Kind = ""
 	f.Seqs = nil
-	err := s.scan(ctx, f, false, func(l Letter) error {
+	err := s.scan(ctx, f, false, 0, func(l Letter) error {
 		p.ByKind[l.Kind]++
 		if kind != "" && l.Kind != kind {
 			return nil

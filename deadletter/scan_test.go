@@ -153,6 +153,24 @@ func BenchmarkPage100k(b *testing.B) {
 	}
 }
 
+// BenchmarkPagerNextPage100k times a page of 100,000 letters whose
+// filter the pager has counted: it reads from the page's first letter.
+func BenchmarkPagerNextPage100k(b *testing.B) {
+	_, js := testserverJetStream(b)
+	writeMany(b, js, 100_000)
+	p := deadletter.NewPager(deadletter.NewStore(js, "EVENTS_DLQ", "dlq"))
+	f := deadletter.Filter{Kind: deadletter.Rejected}
+	if _, err := p.Page(context.Background(), f, 0, 50); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Page(context.Background(), f, 20_000, 50); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func testserverJetStream(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 	tb.Helper()
 	nc, js := testserver.JetStream(tb, testserver.NATS(tb))
@@ -160,4 +178,57 @@ func testserverJetStream(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 		tb.Fatal(err)
 	}
 	return nc, js
+}
+
+// The pager answers as Page does, reads a page it has counted from its
+// first letter, and counts again once the stream changes.
+func TestPagerMatchesPage(t *testing.T) {
+	js, s := store(t)
+	writeMany(t, js, 95)
+	ctx := context.Background()
+	p := deadletter.NewPager(s)
+	filters := []deadletter.Filter{{}, {Kind: deadletter.Rejected}, {Subject: "events.user.updated"}, {Text: "reason 1"},
+		{Kind: deadletter.Failed, Text: "body-2"}}
+	check := func(t *testing.T) {
+		t.Helper()
+		for _, f := range filters {
+			for _, offset := range []int{0, 10, 20, 30, 60, 90, 10} {
+				want, err := s.Page(ctx, f, offset, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := p.Page(ctx, f, offset, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprint(got.Matched, got.ByKind, seqs(got.Letters)) != fmt.Sprint(want.Matched, want.ByKind, seqs(want.Letters)) {
+					t.Errorf("%+v from %d: pager %d %v %v, want %d %v %v", f, offset,
+						got.Matched, got.ByKind, seqs(got.Letters), want.Matched, want.ByKind, seqs(want.Letters))
+				}
+			}
+		}
+	}
+	check(t)
+	// 5 filters, 7 offsets: the first of each filter counts, the other
+	// six (pages past the end among them) come from memory.
+	if hits := p.Hits(); hits != 5*6 {
+		t.Errorf("%d pages from memory, want 30", hits)
+	}
+	for _, q := range []uint64{1, 2, 50} {
+		if err := s.Delete(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(t) // the stream changed: each filter's first page counts again
+	if hits := p.Hits(); hits != 2*5*6 {
+		t.Errorf("%d pages from memory, want 60", hits)
+	}
+}
+
+func seqs(ls []deadletter.Letter) []uint64 {
+	out := []uint64{}
+	for _, l := range ls {
+		out = append(out, l.Seq)
+	}
+	return out
 }

@@ -75,7 +75,7 @@ func containsFold(s, sub string) bool {
 // in memory at a time, whatever the stream's size.
 func (s *Store) List(ctx context.Context, f Filter, fn func(Letter) error) error {
 	if len(f.Seqs) == 0 {
-		return s.scan(ctx, f, true, fn)
+		return s.scan(ctx, f, true, 0, fn)
 	}
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {

@@ -134,7 +134,7 @@ func (c *Console) dlqAction(w http.ResponseWriter, r *http.Request) {
 func (c *Console) confirmLetters(w http.ResponseWriter, r *http.Request, a letterAction, back string) {
 	switch a.Scope {
 	case "all":
-		p, err := c.d.Letters.Page(r.Context(), a.Q.filter(), 0, 0)
+		p, err := c.letters.Page(r.Context(), a.Q.filter(), 0, pageSize)
 		if err != nil {
 			c.problem(w, http.StatusServiceUnavailable, "Could not count the letters: "+err.Error(), back)
 			return

@@ -99,6 +99,7 @@ type Console struct {
 	rules []byte // the rules file as loaded
 	pages map[string]*template.Template
 
+	letters *deadletter.Pager // nil without Deps.Letters
 	live    *live
 	purge   *purgeJob
 	running chan struct{} // closed when Run starts
@@ -117,6 +118,9 @@ func New(cfg Config, d Deps, rules []byte) (*Console, error) {
 		live: newLive(), purge: &purgeJob{}, running: make(chan struct{}), stopped: make(chan struct{})}
 	if cfg.Token == "" {
 		c.cfg.ReadOnly = true
+	}
+	if d.Letters != nil {
+		c.letters = deadletter.NewPager(d.Letters)
 	}
 	var err error
 	if c.pages, err = parsePages(); err != nil {

@@ -160,7 +160,7 @@ func (c *Console) dlqList(w http.ResponseWriter, r *http.Request) {
 	}
 	q := readListQuery(r.URL.Query())
 	start := time.Now()
-	p, err := c.d.Letters.Page(r.Context(), q.filter(), q.Offset, pageSize)
+	p, err := c.letters.Page(r.Context(), q.filter(), q.Offset, pageSize)
 	if err != nil {
 		c.problem(w, http.StatusServiceUnavailable, "Could not read the dead letters: "+err.Error(), c.base)
 		return
