@@ -77,9 +77,9 @@ func (p *Pager) Page(ctx context.Context, f Filter, offset, limit int) (Page, er
 
 // key names f on the stream as it is now.
 func (p *Pager) key(ctx context.Context, f Filter, limit int) (pagerKey, error) {
-	st, err := p.s.js.Stream(ctx, p.s.stream)
+	st, err := p.s.handle(ctx)
 	if err != nil {
-		return pagerKey{}, fmt.Errorf("dead-letter stream %q: %w", p.s.stream, err)
+		return pagerKey{}, err
 	}
 	info, err := st.Info(ctx)
 	if err != nil {

@@ -119,15 +119,26 @@ func StillRejected(rules *cachekeys.Rules, l Letter) string {
 }
 
 // Purge deletes each letter f selects, as it reads them, and returns how
-// many it deleted. This is `invalidator dlq purge`, and the console's Purge.
+// many it deleted. A filter of sequences alone deletes them without
+// reading them first. This is `invalidator dlq purge`, and the console's
+// Purge.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 	n := 0
-	err := s.List(ctx, f, func(l Letter) error {
-		if err := s.Delete(ctx, l.Seq); err != nil {
+	del := func(seq uint64) error {
+		if err := s.Delete(ctx, seq); err != nil {
 			return err
 		}
 		n++
 		return nil
-	})
+	}
+	if len(f.Seqs) > 0 && f.Subject == "" && f.Reason == "" && f.Since == 0 && f.Kind == "" && f.Text == "" {
+		for _, q := range f.Seqs {
+			if err := del(q); err != nil {
+				return n, err
+			}
+		}
+		return n, nil
+	}
+	err := s.List(ctx, f, func(l Letter) error { return del(l.Seq) })
 	return n, err
 }

@@ -32,9 +32,9 @@ const headerMsgSize = "Nats-Msg-Size"
 // when it started. It starts at the sequence from (0: the first), and
 // stops early, with no error, when fn returns errStopScan.
 func (s *Store) scan(ctx context.Context, f Filter, withBody bool, from uint64, fn func(Letter) error) error {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return err
 	}
 	subject := s.prefix + ".>"
 	if f.Subject != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,25 @@ const MaxScan = 1_000_000
 type Store struct {
 	js             jetstream.JetStream
 	stream, prefix string
+
+	mu sync.Mutex
+	st jetstream.Stream // the stream's handle, once looked up
+}
+
+// handle returns the stream's handle, looking it up once: every call on
+// it names the stream, so deleting a letter costs one request, not two.
+func (s *Store) handle(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st != nil {
+		return s.st, nil
+	}
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+	}
+	s.st = st
+	return st, nil
 }
 
 // NewStore returns the store of the dead-letter stream named stream, whose
@@ -77,9 +97,9 @@ func (s *Store) List(ctx context.Context, f Filter, fn func(Letter) error) error
 	if len(f.Seqs) == 0 {
 		return s.scan(ctx, f, true, 0, fn)
 	}
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return err
 	}
 	now := time.Now()
 	for _, q := range f.Seqs {
@@ -106,9 +126,9 @@ var ErrNoLetter = errors.New("deadletter: no such letter")
 
 // Get returns the letter seq.
 func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return Letter{}, fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return Letter{}, err
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -122,9 +142,9 @@ func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
 
 // Delete removes the letter seq.
 func (s *Store) Delete(ctx context.Context, seq uint64) error {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return err
 	}
 	if err := st.DeleteMsg(ctx, seq); err != nil {
 		return fmt.Errorf("delete letter %d: %w", seq, err)
@@ -159,7 +179,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 // Count is the number of messages in the dead-letter stream, cheap enough
 // for a gauge read at every scrape.
 func (s *Store) Count(ctx context.Context) (uint64, error) {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
 		return 0, err
 	}
