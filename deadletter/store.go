@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +19,25 @@ const MaxScan = 1_000_000
 type Store struct {
 	js             jetstream.JetStream
 	stream, prefix string
+
+	mu sync.Mutex
+	st jetstream.Stream // the stream's handle, once looked up
+}
+
+// handle returns the stream's handle, looking it up once: every call on
+// it names the stream, so deleting a letter costs one request, not two.
+func (s *Store) handle(ctx context.Context) (jetstream.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st != nil {
+		return s.st, nil
+	}
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+	}
+	s.st = st
+	return st, nil
 }
 
 // NewStore returns the store of the dead-letter stream named stream, whose
@@ -36,7 +56,15 @@ type Filter struct {
 	Reason string
 	// Since, when set, keeps the letters written in the last Since.
 	Since time.Duration
+	// Kind, when set, is the kind of reason.
+	Kind Kind
+	// Text, when set, is a text the reason or the body must contain
+	// (case-insensitive).
+	Text string
 }
+
+// needsBody reports whether matching f reads the letters' bodies.
+func (f Filter) needsBody() bool { return f.Text != "" }
 
 func (f Filter) match(l Letter, now time.Time) bool {
 	switch {
@@ -48,34 +76,33 @@ func (f Filter) match(l Letter, now time.Time) bool {
 		return false
 	case f.Since > 0 && now.Sub(l.Time) > f.Since:
 		return false
+	case f.Kind != "" && l.Kind != f.Kind:
+		return false
+	case f.Text != "" && !containsFold(l.Reason, f.Text) && !containsFold(string(l.Body), f.Text):
+		return false
 	}
 	return true
 }
 
+func containsFold(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
 // List calls fn with each letter f selects, oldest first, until fn
 // returns an error (which List returns). Messages that are not letters are
-// skipped.
+// skipped. Without f.Seqs it reads the stream through an ordered consumer
+// in batches (filtered to f.Subject on the server), so it holds one batch
+// in memory at a time, whatever the stream's size.
 func (s *Store) List(ctx context.Context, f Filter, fn func(Letter) error) error {
-	st, err := s.js.Stream(ctx, s.stream)
-	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+	if len(f.Seqs) == 0 {
+		return s.scan(ctx, f, true, 0, fn)
 	}
-	info, err := st.Info(ctx)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
+		return err
 	}
 	now := time.Now()
-	seqs := f.Seqs
-	if len(seqs) == 0 {
-		last := min(info.State.LastSeq, info.State.FirstSeq+MaxScan-1)
-		for q := info.State.FirstSeq; q <= last; q++ {
-			seqs = append(seqs, q)
-		}
-	}
-	for _, q := range seqs {
+	for _, q := range f.Seqs {
 		m, err := st.GetMsg(ctx, q)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
@@ -99,9 +126,9 @@ var ErrNoLetter = errors.New("deadletter: no such letter")
 
 // Get returns the letter seq.
 func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return Letter{}, fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return Letter{}, err
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -115,9 +142,9 @@ func (s *Store) Get(ctx context.Context, seq uint64) (Letter, error) {
 
 // Delete removes the letter seq.
 func (s *Store) Delete(ctx context.Context, seq uint64) error {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
-		return fmt.Errorf("dead-letter stream %q: %w", s.stream, err)
+		return err
 	}
 	if err := st.DeleteMsg(ctx, seq); err != nil {
 		return fmt.Errorf("delete letter %d: %w", seq, err)
@@ -152,7 +179,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 // Count is the number of messages in the dead-letter stream, cheap enough
 // for a gauge read at every scrape.
 func (s *Store) Count(ctx context.Context) (uint64, error) {
-	st, err := s.js.Stream(ctx, s.stream)
+	st, err := s.handle(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,8 @@ package warm
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -92,4 +94,18 @@ func (w *Warmer) Open(host string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.fails >= b.threshold && time.Now().Before(b.openUntil)
+}
+
+// OpenHosts lists the hosts whose breaker is open now, sorted.
+func (w *Warmer) OpenHosts() []string {
+	w.breakers.mu.Lock()
+	hosts := slices.Sorted(maps.Keys(w.breakers.m))
+	w.breakers.mu.Unlock()
+	open := hosts[:0]
+	for _, h := range hosts {
+		if w.Open(h) {
+			open = append(open, h)
+		}
+	}
+	return open
 }

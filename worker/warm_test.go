@@ -328,6 +328,9 @@ func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
 	if obs.get(warm.Failed) != 3 || obs.get(warm.Shed) != 7 || !warmer.Open(host) {
 		t.Errorf("outcomes %v, open %v: want 3 failed, 7 shed, breaker open", obs.n, warmer.Open(host))
 	}
+	if open := warmer.OpenHosts(); !slices.Equal(open, []string{host}) {
+		t.Errorf("OpenHosts %v, want [%s]", open, host)
+	}
 	// Only the generation claims taken before each fetch may be there.
 	if keys := h.rdb.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return !strings.HasPrefix(k, engine.DefaultGenerationKeyPrefix) }) {
 		t.Errorf("a failed warm wrote a key: %v", keys)

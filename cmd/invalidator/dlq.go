@@ -15,9 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/deadletter"
-	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/nats-io/nats.go"
@@ -98,7 +96,7 @@ func dlqCmd(ctx context.Context, e env, args []string) error {
 	case "show":
 		return dlqShow(ctx, e, store, cfg, seqs[0])
 	case "replay":
-		return dlqReplay(ctx, e, js, store, cfg, f, *dry, *force)
+		return dlqReplay(ctx, e, store, cfg, f, *dry, *force)
 	default:
 		return dlqPurge(ctx, e, store, f, *yes)
 	}
@@ -208,78 +206,55 @@ func (i indent) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// stillRejected says why the current rules would dead-letter l again, or "".
-func stillRejected(rules *cachekeys.Rules, l deadletter.Letter) string {
-	ev, err := events.Decode(l.Subject, l.OriginalMsgID, l.Body)
-	if err == nil {
-		_, err = rules.Plan(ev.Subject, ev.Data)
-	}
-	if err != nil {
-		return err.Error()
-	}
-	return ""
-}
-
-func dlqReplay(ctx context.Context, e env, js jetstream.JetStream, s *deadletter.Store, cfg *config.DLQ, f deadletter.Filter, dry, force bool) error {
-	var rules *cachekeys.Rules
+func dlqReplay(ctx context.Context, e env, s *deadletter.Store, cfg *config.DLQ, f deadletter.Filter, dry, force bool) error {
+	opts := deadletter.ReplayOptions{Force: force, DryRun: dry}
 	if cfg.RulesPath != "" {
 		r, err := loadRules(cfg.RulesPath)
 		if err != nil {
 			return err
 		}
-		rules = r
+		opts.Rules = r
 	} else if !force {
 		return usagef("dlq replay checks each letter against the current rules: set INVALIDATOR_RULES (or --rules), or give --force")
 	}
-	var replayed, kept, failed int
 	var seen []uint64
-	verb := "replayed"
+	verb := string(deadletter.Replayed)
 	if dry {
-		verb = "would replay"
+		verb = string(deadletter.WouldReplay)
 	}
-	err := s.List(ctx, f, func(l deadletter.Letter) error {
-		seen = append(seen, l.Seq)
-		if rules != nil {
-			if why := stillRejected(rules, l); why != "" && !force {
-				kept++
-				fmt.Fprintf(e.stdout, "%d kept: the current rules still reject it: %s\n", l.Seq, oneLine(why))
-				return nil
-			}
-		}
-		if dry {
-			replayed++
-			fmt.Fprintf(e.stdout, "%d %s to %s as %s\n", l.Seq, verb, l.Subject, l.ReplayID())
-			return nil
-		}
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ack, err := js.PublishMsg(pctx, l.Replay())
-		cancel()
-		if err != nil {
-			failed++
-			fmt.Fprintf(e.stdout, "%d not replayed: %s\n", l.Seq, oneLine(err.Error()))
-			return nil
-		}
-		if err := s.Delete(ctx, l.Seq); err != nil {
-			failed++
-			fmt.Fprintf(e.stdout, "%d replayed as stream sequence %d, but not deleted: %s\n", l.Seq, ack.Sequence, oneLine(err.Error()))
-			return nil
-		}
-		replayed++
-		dup := ""
-		if ack.Duplicate {
-			dup = " (already replayed: the stream kept the first)"
-		}
-		fmt.Fprintf(e.stdout, "%d %s to %s as stream sequence %d%s\n", l.Seq, verb, l.Subject, ack.Sequence, dup)
-		return nil
+	c, err := s.Replay(ctx, f, opts, func(r deadletter.ReplayResult) {
+		seen = append(seen, r.Letter.Seq)
+		printReplay(e.stdout, r)
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%s %d, kept %d, failed %d\n", verb, replayed, kept, failed)
-	if failed > 0 {
-		return fmt.Errorf("%s could not be replayed", letters(failed))
+	fmt.Fprintf(e.stdout, "%s %d, kept %d, failed %d\n", verb, c.Replayed, c.Kept, c.Failed)
+	if c.Failed > 0 {
+		return fmt.Errorf("%s could not be replayed", letters(c.Failed))
 	}
 	return missing(f.Seqs, seen)
+}
+
+// printReplay prints one line of dlq replay.
+func printReplay(w io.Writer, r deadletter.ReplayResult) {
+	l := r.Letter
+	switch r.Outcome {
+	case deadletter.Kept:
+		fmt.Fprintf(w, "%d kept: the current rules still reject it: %s\n", l.Seq, oneLine(r.Why))
+	case deadletter.WouldReplay:
+		fmt.Fprintf(w, "%d would replay to %s as %s\n", l.Seq, l.Subject, l.ReplayID())
+	case deadletter.NotReplayed:
+		fmt.Fprintf(w, "%d not replayed: %s\n", l.Seq, oneLine(r.Err.Error()))
+	case deadletter.NotDeleted:
+		fmt.Fprintf(w, "%d replayed as stream sequence %d, but not deleted: %s\n", l.Seq, r.StreamSeq, oneLine(r.Err.Error()))
+	default:
+		dup := ""
+		if r.Duplicate {
+			dup = " (already replayed: the stream kept the first)"
+		}
+		fmt.Fprintf(w, "%d replayed to %s as stream sequence %d%s\n", l.Seq, l.Subject, r.StreamSeq, dup)
+	}
 }
 
 // missing returns an error naming the sequences of asked that are not in
@@ -326,10 +301,8 @@ func dlqPurge(ctx context.Context, e env, s *deadletter.Store, f deadletter.Filt
 			return nil
 		}
 	}
-	for _, q := range seqs {
-		if err := s.Delete(ctx, q); err != nil {
-			return err
-		}
+	if _, err := s.Purge(ctx, deadletter.Filter{Seqs: seqs}); err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "deleted %s\n", letters(len(seqs)))
 	return missing(f.Seqs, seqs)

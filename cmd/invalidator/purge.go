@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/internal/config"
@@ -166,20 +165,9 @@ func writeJSON(w io.Writer, v any) error {
 
 // purgeJob checks each argument like a template without placeholders.
 func purgeJob(args []string) (engine.Job, error) {
-	var job engine.Job
-	for _, a := range args {
-		t, err := cachekeys.ParseTemplate(a)
-		if err != nil {
-			return job, usagef("purge %q: %w", a, err)
-		}
-		if len(t.Fields()) > 0 {
-			return job, usagef("purge %q: placeholders like {%s} have no value here", a, t.Fields()[0])
-		}
-		if t.IsPattern() {
-			job.Patterns = append(job.Patterns, a)
-		} else {
-			job.Exact = append(job.Exact, a)
-		}
+	job, err := engine.ParseJob(args)
+	if err != nil {
+		return job, usageError{err}
 	}
 	return job, nil
 }
@@ -321,29 +309,5 @@ func thousands(n int64) string {
 	return string(out)
 }
 
-// mergeSweeps folds the walks of several nodes (a cluster's masters) into
-// one status for the bar: running if any runs, the mean progress of the
-// running walks, the keys examined summed. False when there is no walk.
-func mergeSweeps(all []sweep.Status) (sweep.Status, bool) {
-	if len(all) == 0 {
-		return sweep.Status{}, false
-	}
-	m := all[0]
-	if len(all) == 1 {
-		return m, true
-	}
-	m.Progress, m.Examined, m.Running = 0, 0, false
-	running := 0
-	for _, s := range all {
-		m.Examined += s.Examined
-		if s.Running {
-			m.Running = true
-			m.Progress += s.Progress
-			running++
-		}
-	}
-	if running > 0 {
-		m.Progress /= float64(running)
-	}
-	return m, true
-}
+// mergeSweeps folds the walks of several nodes into one status for the bar.
+func mergeSweeps(all []sweep.Status) (sweep.Status, bool) { return sweep.Merge(all) }

@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strings"
 
 	"github.com/invalidator/invalidator/cachekeys"
-	"github.com/invalidator/invalidator/events"
 	"github.com/invalidator/invalidator/internal/config"
+	"github.com/invalidator/invalidator/internal/explain"
 )
 
 const rulesSummary = `check FILE                  validates the rules file and prints its rules;
@@ -87,71 +85,21 @@ func rulesCheck(e env, path string, requireEnv bool) error {
 }
 
 // errRejected is the exit-1 answer of explain for an event that would be dead-lettered.
-var errRejected = errors.New("the event would be dead-lettered")
+var errRejected = explain.ErrRejected
 
 func rulesExplain(w io.Writer, path, subject, body string) error {
 	r, err := loadRules(path)
 	if err != nil {
 		return err
 	}
-	ev, err := events.Decode(subject, "", []byte(body))
-	if err == nil {
-		var plan cachekeys.Plan
-		if plan, err = r.Plan(ev.Subject, ev.Data); err == nil {
-			printPlan(w, plan)
-			return nil
-		}
-	}
-	// The reason goes to stdout once; cachekeys' own errors already start
-	// with "rejected: ".
-	fmt.Fprintf(w, "rejected: %s\n", strings.TrimPrefix(err.Error(), cachekeys.ErrRejected.Error()+": "))
-	return errRejected
-}
-
-func printPlan(w io.Writer, p cachekeys.Plan) {
-	if p.Empty() {
-		fmt.Fprintln(w, "no rule matches: the event would be acked and nothing removed")
-		return
-	}
-	fmt.Fprintf(w, "rules: %v\n", p.Rules)
-	for _, k := range p.Exact {
-		fmt.Fprintf(w, "exact   %s\n", k)
-	}
-	for _, k := range p.Patterns {
-		fmt.Fprintf(w, "pattern %s\n", k)
-	}
-	for _, wr := range p.Warm {
-		if wr.Key != "" {
-			fmt.Fprintf(w, "warm    GET %s -> SET %s (ttl %s)%s\n", wr.URL, wr.Key, wr.TTL, headerNames(wr.Headers, wr.HeadersFromEnv))
-		} else {
-			fmt.Fprintf(w, "warm    GET %s (trigger)%s\n", wr.URL, headerNames(wr.Headers, wr.HeadersFromEnv))
-		}
-	}
-	for _, s := range p.WarmSkipped {
-		fmt.Fprintf(w, "warm    skipped %s: %s (the keys are still invalidated)\n", s.From, s.Err)
-	}
+	return explain.Write(w, r, subject, body)
 }
 
 func printWarmTarget(w io.Writer, prefix string, t cachekeys.WarmTarget) {
-	h := headerNames(t.Headers, t.HeadersFromEnv)
+	h := explain.HeaderNames(t.Headers, t.HeadersFromEnv)
 	if t.Store() {
 		fmt.Fprintf(w, "%sGET %s -> SET %s (ttl %s)%s\n", prefix, t.From, t.Key, t.TTL, h)
 	} else {
 		fmt.Fprintf(w, "%sGET %s (trigger)%s\n", prefix, t.From, h)
 	}
-}
-
-// headerNames lists header names, and for env headers the variable, never a value.
-func headerNames(lit, env map[string]string) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(lit)) {
-		parts = append(parts, k+": "+lit[k])
-	}
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		parts = append(parts, k+": $"+env[k])
-	}
-	if len(parts) == 0 {
-		return ""
-	}
-	return " [" + strings.Join(parts, ", ") + "]"
 }

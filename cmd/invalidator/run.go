@@ -139,13 +139,20 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	httpCtx, stopHTTP := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHTTP()
 	if cfg.HTTPAddr != "" {
-		srv := ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
-			Sweeps: eng.Sweeps, DeadLetters: letters, Generations: gstate.state, CDC: cdcStatus, Token: cfg.OpsToken, Logger: log})
+		var srv *ops.Server
+		ui, err := newConsole(cfg, rules, w, eng, letters, deps.Warmer, reg, func(ctx context.Context) ops.Health { return srv.Health(ctx) }, log)
+		if err != nil {
+			return err
+		}
+		srv = ops.New(cfg.HTTPAddr, ops.Deps{Redis: rdb, NATS: nc, JS: js, Worker: w, Gatherer: reg,
+			Sweeps: eng.Sweeps, DeadLetters: letters, Generations: gstate.state, CDC: cdcStatus, Token: cfg.OpsToken, ReadOnly: cfg.UIReadOnly,
+			UI: ui.Handler(), UIPrefix: cfg.UIPathPrefix, Logger: log})
 		ln, err := srv.Listen()
 		if err != nil {
 			return err
 		}
 		g.Go(func() error { return srv.Run(httpCtx, ln) })
+		g.Go(func() error { return ui.Run(httpCtx) })
 	}
 	if runner != nil {
 		g.Go(func() error { return runErr(runner.Run(ctx, nc)) })

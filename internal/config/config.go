@@ -79,7 +79,9 @@ var Settings = []Setting{
 	{"GENERATIONS", "generations", "mode", "auto", "advance the generation guard before removing keys: auto (when the rules warm), on (services read and fill through the cache package), off"},
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
-	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional)"},
+	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional); also the password of the console's basic auth, and without it the console is read-only"},
+	{"UI_READ_ONLY", "ui-read-only", "bool", "false", "the console shows no actions, and every mutating request of the console and the API gets 405"},
+	{"UI_PATH_PREFIX", "ui-path-prefix", "path", "", "path the console is served under, behind a proxy that strips nothing (like /invalidator: the console is then at /invalidator/ui/)"},
 	{"WARM_CONCURRENCY", "warm-concurrency", "int", strconv.Itoa(warm.DefaultWorkers), "warm requests running at once"},
 	{"WARM_MAX_PER_HOST", "warm-max-per-host", "int", strconv.Itoa(warm.DefaultPerHost), "warm requests in flight to one host"},
 	{"WARM_QUEUE", "warm-queue", "int", strconv.Itoa(warm.DefaultQueue), "warm requests waiting; more are shed"},
@@ -112,8 +114,14 @@ type Run struct {
 	Generations string
 	HTTPAddr    string
 	OpsToken    string
-	LogLevel    slog.Level
-	LogFormat   logging.Format
+	// UIReadOnly is UI_READ_ONLY: no actions in the console, 405 for every
+	// mutating request.
+	UIReadOnly bool
+	// UIPathPrefix is UI_PATH_PREFIX: "" or a path like "/invalidator"
+	// (leading slash, no trailing one).
+	UIPathPrefix string
+	LogLevel     slog.Level
+	LogFormat    logging.Format
 	// Warm configures the warmer (its Env is set by ResolveWarmEnv).
 	Warm warm.Config
 	// WarmEnv holds the values of the environment variables the rules'
@@ -373,6 +381,8 @@ func (r *resolver) run() (*Run, error) {
 		HTTPAddr:  r.str("HTTP_ADDR"),
 		OpsToken:  r.str("OPS_TOKEN"),
 	}
+	c.UIReadOnly = r.boolean("UI_READ_ONLY")
+	c.UIPathPrefix = r.pathPrefix("UI_PATH_PREFIX")
 	c.Redis = r.redis(c.RedisURL)
 	c.Topology = r.topology(c.Redis)
 	r.natsURL(c.NATSURL)
@@ -505,6 +515,28 @@ func (r *resolver) httpAddr(addr string) {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		r.fail(name, "port must be a number from 0 to 65535, not %q", port)
 	}
+}
+
+// pathPrefix checks a URL path prefix: empty, or "/" followed by
+// segments of letters, digits, '-', '_', '.' and '~' joined by '/', with no
+// trailing '/'.
+func (r *resolver) pathPrefix(env string) string {
+	v, name := r.get(env)
+	p := strings.TrimSpace(v)
+	if p == "" {
+		return ""
+	}
+	ok := strings.HasPrefix(p, "/") && !strings.HasSuffix(p, "/")
+	for _, seg := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		ok = ok && seg != "" && seg != "." && seg != ".." && strings.IndexFunc(seg, func(c rune) bool {
+			return !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_.~", c))
+		}) < 0
+	}
+	if !ok {
+		r.fail(name, "must be a path like /invalidator (a leading '/', no trailing one, letters, digits, '-', '_', '.', '~'), not %q", v)
+		return ""
+	}
+	return p
 }
 
 func (r *resolver) natsURL(list string) {

@@ -100,6 +100,8 @@ func TestFlagsDefaults(t *testing.T) {
 		{"ScanCount", c.ScanCount, engine.DefaultScanCount},
 		{"HTTPAddr", c.HTTPAddr, config.DefaultHTTPAddr},
 		{"OpsToken", c.OpsToken, ""},
+		{"UIReadOnly", c.UIReadOnly, false},
+		{"UIPathPrefix", c.UIPathPrefix, ""},
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
 		{"LogFormat", c.LogFormat, logging.Format("")},
 		{"Secrets", c.Secrets(), []string{}},
@@ -278,6 +280,18 @@ func TestFlagsApplyEachSetting(t *testing.T) {
 			want:  "[::1]:0",
 		},
 		{
+			name:  "UI_PATH_PREFIX",
+			given: given{env: env("UI_PATH_PREFIX", "/ops/invalidator-1")},
+			got:   func(c *config.Run) any { return c.UIPathPrefix },
+			want:  "/ops/invalidator-1",
+		},
+		{
+			name:  "UI_READ_ONLY",
+			given: given{args: []string{"-ui-read-only=true"}},
+			got:   func(c *config.Run) any { return c.UIReadOnly },
+			want:  true,
+		},
+		{
 			name:  "an empty -http-addr turns the server off",
 			given: given{args: []string{"-http-addr="}},
 			got:   func(c *config.Run) any { return c.HTTPAddr },
@@ -373,6 +387,12 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"HTTP_ADDR port negative", given{env: env("HTTP_ADDR", ":-1")}, "HTTP_ADDR"},
 		{"HTTP_ADDR two colons", given{env: env("HTTP_ADDR", "::1:8080")}, "HTTP_ADDR"},
 		{"-http-addr without a port", given{args: []string{"-http-addr=127.0.0.1"}}, "-http-addr"},
+		{"UI_READ_ONLY not a bool", given{env: env("UI_READ_ONLY", "maybe")}, "UI_READ_ONLY"},
+		{"UI_PATH_PREFIX without a leading slash", given{env: env("UI_PATH_PREFIX", "invalidator")}, "UI_PATH_PREFIX"},
+		{"UI_PATH_PREFIX with a trailing slash", given{env: env("UI_PATH_PREFIX", "/invalidator/")}, "UI_PATH_PREFIX"},
+		{"UI_PATH_PREFIX with a dot segment", given{env: env("UI_PATH_PREFIX", "/a/../b")}, "UI_PATH_PREFIX"},
+		{"UI_PATH_PREFIX with a quote", given{env: env("UI_PATH_PREFIX", "/a\"b")}, "UI_PATH_PREFIX"},
+		{"UI_PATH_PREFIX root", given{env: env("UI_PATH_PREFIX", "/")}, "UI_PATH_PREFIX"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

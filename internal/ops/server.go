@@ -65,8 +65,14 @@ type Deps struct {
 	// generation guard and why, for /api/v3/system/health/detailed.
 	Generations func() (on bool, why string)
 	// Token, when set, guards /api/v3/... with "Authorization: Bearer <token>".
-	Token  string
-	Logger *slog.Logger
+	Token string
+	// ReadOnly refuses every mutating request with 405.
+	ReadOnly bool
+	// UI, when set, is the operator console, served under UIPrefix+"/ui/"
+	// (UIPrefix is "" or a path like "/invalidator").
+	UI       http.Handler
+	UIPrefix string
+	Logger   *slog.Logger
 }
 
 // Server is the ops HTTP server.
@@ -110,7 +116,11 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
-	return s.recover(limitHeader(limitBody(mux)))
+	if s.d.UI != nil {
+		mux.Handle(s.d.UIPrefix+"/ui/", s.d.UI)
+		mux.Handle(s.d.UIPrefix+"/ui", http.RedirectHandler(s.d.UIPrefix+"/ui/", http.StatusMovedPermanently))
+	}
+	return s.recover(limitHeader(limitBody(s.readOnly(crossOrigin(mux)))))
 }
 
 // Run serves until ctx ends, then shuts down gracefully (at most 5 s).
@@ -159,6 +169,37 @@ func only(method string, h http.HandlerFunc) http.Handler {
 		}
 		h(w, r)
 	})
+}
+
+// readOnly answers 405 to every request but GET, HEAD and OPTIONS when
+// the server is read-only.
+func (s *Server) readOnly(h http.Handler) http.Handler {
+	if !s.d.ReadOnly {
+		return h
+	}
+	ui := s.d.UIPrefix + "/ui/"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == http.MethodGet, r.Method == http.MethodHead, r.Method == http.MethodOptions:
+			h.ServeHTTP(w, r)
+		case s.d.UI != nil && strings.HasPrefix(r.URL.Path, ui):
+			h.ServeHTTP(w, r) // the console checks its credentials first, then answers 405 itself
+		default:
+			w.Header().Set("Allow", "GET, HEAD")
+			writeError(w, http.StatusMethodNotAllowed, "read-only (UI_READ_ONLY=true): "+r.Method+" not allowed")
+		}
+	})
+}
+
+// crossOrigin refuses, with 403, a mutating request a browser marks as
+// cross-origin (Sec-Fetch-Site or Origin): the console's credentials go
+// with every request a browser sends, wherever the page that sent it.
+func crossOrigin(h http.Handler) http.Handler {
+	p := http.NewCrossOriginProtection()
+	p.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+	}))
+	return p.Handler(h)
 }
 
 // guard requires the bearer token when one is configured, compared in constant time.
