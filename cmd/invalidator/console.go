@@ -40,7 +40,7 @@ func newConsole(cfg *config.Run, rules *cachekeys.Rules, w *worker.Worker, eng s
 	if c.ReadOnly() && !cfg.UIReadOnly {
 		log.Warn("⚠️ console read-only: OPS_TOKEN is not set", slog.String("path", cfg.UIPathPrefix+"/ui/"))
 	} else {
-		log.Info("🖥️ console", slog.String("path", cfg.UIPathPrefix+"/ui/"), slog.Bool("read_only", c.ReadOnly()))
+		log.Info("🔧 console on", slog.String("path", cfg.UIPathPrefix+"/ui/"), slog.Bool("read_only", c.ReadOnly()))
 	}
 	return c, nil
 }
