@@ -12,6 +12,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
@@ -39,9 +40,9 @@ var (
 // pattern, take effect for its readers as soon as the worker has handled
 // them. It is safe for concurrent use. See the package documentation.
 type Cache struct {
-	proto   protocol      // nil on an unsupported topology
-	eng     engine.Engine // with generations, as the worker runs it
-	closer  io.Closer     // the engine's
+	proto   *guard.Protocol // nil on an unsupported topology
+	eng     engine.Engine   // with generations, as the worker runs it
+	closer  io.Closer       // the engine's
 	rules   *cachekeys.Rules
 	log     *slog.Logger
 	prefix  string
@@ -80,7 +81,7 @@ func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) 
 
 // New returns a Cache on rdb: a *redis.Client (a standalone server, or the
 // master through a Sentinel failover client) or a *redis.ClusterClient (the
-// protocol's cluster form, see ClusterGuardKeys). On any other client, such
+// protocol's cluster form, see package guard). On any other client, such
 // as a *redis.Ring, New logs one ❌ line and every operation returns
 // ErrUnsupportedTopology (Fetch too: it does not silently stop caching).
 // Call Close when done.
@@ -99,13 +100,13 @@ func New(rdb redis.UniversalClient, opts ...Option) *Cache {
 		if err != nil { // the config is valid: not reached
 			panic(err)
 		}
-		c.proto, c.eng, c.closer = nodeProtocol{client}, eng, eng
+		c.proto, c.eng, c.closer = mustProtocol(client), eng, eng
 	case *redis.ClusterClient:
 		eng, err := engine.NewCluster(client, engine.Config{Generations: true})
 		if err != nil { // the config is valid: not reached
 			panic(err)
 		}
-		c.proto, c.eng, c.closer = clusterProtocol{client}, eng, eng
+		c.proto, c.eng, c.closer = mustProtocol(client), eng, eng
 	default:
 		c.log.Error("❌ cache: unsupported Redis client, every operation will fail", slog.String("client", fmt.Sprintf("%T", rdb)))
 		return c
@@ -123,7 +124,7 @@ func (c *Cache) Close() error {
 	return c.closer.Close()
 }
 
-func (c *Cache) client() (protocol, error) {
+func (c *Cache) client() (*guard.Protocol, error) {
 	if c.proto == nil {
 		return nil, ErrUnsupportedTopology
 	}
@@ -141,7 +142,7 @@ func (c *Cache) Get(ctx context.Context, key string, dst any) (found bool, err e
 	}
 	c.marker.touch(ctx)
 	key = c.prefix + key
-	b, ok, err := proto.read(ctx, key)
+	b, ok, err := proto.Read(ctx, key)
 	if err != nil {
 		return false, err
 	}
@@ -184,7 +185,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 		return fmt.Errorf("cache: encode %s: %w", key, err)
 	}
 	key = c.prefix + key
-	if err := proto.set(ctx, key, b, ttl); err != nil {
+	if err := proto.Set(ctx, key, b, ttl); err != nil {
 		return err
 	}
 	c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
@@ -192,7 +193,7 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 }
 
 func checkTTL(ttl time.Duration) error {
-	if ttl <= 0 || ttl > engine.DefaultGenerationTTL {
+	if ttl <= 0 || ttl > guard.TTL {
 		return fmt.Errorf("%w, got %s", ErrInvalidTTL, ttl)
 	}
 	return nil
@@ -227,7 +228,7 @@ func (c *Cache) Exists(ctx context.Context, keys ...string) (int64, error) {
 	for i, k := range keys {
 		full[i] = c.prefix + k
 	}
-	return proto.exists(ctx, full)
+	return proto.Exists(ctx, full)
 }
 
 // Clear removes every key matching pattern (a glob, checked like a rule
@@ -287,4 +288,13 @@ func (c *Cache) invalidate(ctx context.Context, job engine.Job) (int64, error) {
 	c.log.InfoContext(ctx, "🗑️ cache deleted", slog.Any("keys", job.Exact), slog.Any("patterns", job.Patterns),
 		slog.Int64("removed", res.Removed))
 	return res.Removed, nil
+}
+
+// mustProtocol is guard.New on a client it supports.
+func mustProtocol(rdb redis.UniversalClient) *guard.Protocol {
+	p, err := guard.New(rdb)
+	if err != nil { // the client is supported: not reached
+		panic(err)
+	}
+	return p
 }

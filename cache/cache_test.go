@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
-	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -77,7 +77,7 @@ func testGetStamp(t *testing.T, rdb redis.UniversalClient, c *Cache) {
 		t.Error("a value without a stamp was found")
 	}
 	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
-	rdb.Set(ctx, engine.GenerationKey("cache:course_analytics:"), "another", time.Hour)
+	rdb.Set(ctx, guard.Key("cache:course_analytics:"), "another", time.Hour)
 	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
 		t.Error("a value older than its scope's generation was found")
 	}

@@ -14,14 +14,14 @@
 // value loaded before an invalidation is never served after it.
 //
 // The protocol runs on one server, on a Sentinel master, and on a Redis
-// Cluster (cluster.go: the checks that span slots move to the client). Its
-// Lua scripts are files of this directory, exported as strings (ReadScript,
-// ClaimScript, FillScript, SetScript, ClusterFillScript,
-// ClusterUnfillScript), for services in other languages; the README
+// Cluster (the checks that span slots move to the client); it is package
+// guard's, the one implementation the worker's warmer uses too. Its Lua
+// scripts are files of that package's directory, exported as strings
+// (guard.ReadScript …), for services in other languages; the README
 // describes the keys, the ordering and the costs.
 //
-// A Cache keeps the protocol's marker (engine.ProtocolMarkerKey, value
+// A Cache keeps the protocol's marker (guard.ProtocolMarkerKey, value
 // MarkerName) alive while it reads and fills, one SET at most every
-// engine.ProtocolMarkerRefresh: a worker with the default GENERATIONS=auto
+// guard.ProtocolMarkerRefresh: a worker with the default GENERATIONS=auto
 // sees it and turns generations on within seconds.
 package cache

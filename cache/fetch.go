@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/invalidator/invalidator/guard"
 )
 
 // Fetch returns the value cached under key, or calls load, stores what it
@@ -37,7 +39,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 	}
 	c.marker.touch(ctx)
 	full := c.prefix + key
-	b, ok, err := proto.read(ctx, full)
+	b, ok, err := proto.Read(ctx, full)
 	if err != nil {
 		return fallback(ctx, c, err, full, load)
 	}
@@ -51,7 +53,7 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 		// An undecodable value (another type under this key) is refilled.
 	}
 	c.miss(ctx, full)
-	tokens, err := proto.claim(ctx, full)
+	claim, err := proto.Claim(ctx, full)
 	if err != nil {
 		return fallback(ctx, c, err, full, load)
 	}
@@ -59,17 +61,17 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 	// invalidation of the key moved a generation between their claims, so
 	// the shared load is not older than any invalidation that completed
 	// before the later caller began.
-	v, err, _ := c.group.Do(full+"\n"+strings.Join(tokens, " "), func() (any, error) {
+	v, err, _ := c.group.Do(full+"\n"+strings.Join(claim.Tokens, " "), func() (any, error) {
 		// A caller that missed just before an earlier flight for the same
 		// tokens stored its value, and came here after that flight ended,
 		// finds the value now instead of loading again.
-		if b, ok, err := proto.read(ctx, full); err == nil && ok {
+		if b, ok, err := proto.Read(ctx, full); err == nil && ok {
 			var v T
 			if json.Unmarshal(b, &v) == nil {
 				return v, nil
 			}
 		}
-		return fetchFill(ctx, c, full, ttl, tokens, load)
+		return fetchFill(ctx, c, claim, ttl, load)
 	})
 	if err != nil {
 		var zero T
@@ -80,7 +82,8 @@ func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, 
 
 // fetchFill loads and fills; a Redis error on the fill keeps the loaded
 // value.
-func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, tokens []string, load func(context.Context) (T, error)) (T, error) {
+func fetchFill[T any](ctx context.Context, c *Cache, claim guard.Claim, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
+	key := claim.Key
 	v, err := load(ctx)
 	if err != nil {
 		return v, err
@@ -89,7 +92,7 @@ func fetchFill[T any](ctx context.Context, c *Cache, key string, ttl time.Durati
 	if err != nil {
 		return v, fmt.Errorf("cache: encode %s: %w", key, err)
 	}
-	stored, err := c.proto.fill(ctx, key, b, ttl, tokens)
+	stored, err := c.proto.Fill(ctx, claim, b, ttl)
 	switch {
 	case err != nil:
 		c.outage(ctx, err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
@@ -96,9 +97,9 @@ func newEngineOn(tb testing.TB, rdb redis.UniversalClient, cfg engine.Config) en
 // ownGeneration returns the own generation key of key on rdb's topology.
 func ownGeneration(rdb redis.UniversalClient, key string) string {
 	if _, ok := rdb.(*redis.ClusterClient); ok {
-		return engine.ClusterGenerationKey(key)
+		return guard.ClusterKey(key)
 	}
-	return engine.GenerationKey(key)
+	return guard.Key(key)
 }
 
 // newEngine returns the engine the worker would use, with generations on.

@@ -5,17 +5,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
-// MarkerName is what a Cache writes in engine.ProtocolMarkerKey.
+// MarkerName is what a Cache writes in guard.ProtocolMarkerKey.
 const MarkerName = "go"
 
-// marker keeps engine.ProtocolMarkerKey alive while a Cache reads and
+// marker keeps guard.ProtocolMarkerKey alive while a Cache reads and
 // fills, so that a worker with GENERATIONS=auto turns generations on within
 // seconds of the first read: one SET with a TTL at most every
-// engine.ProtocolMarkerRefresh, in the operation that finds it due.
+// guard.ProtocolMarkerRefresh, in the operation that finds it due.
 type marker struct {
 	rdb  redis.UniversalClient
 	next atomic.Int64 // unix nanoseconds of the next renewal; 0: now
@@ -29,8 +29,8 @@ func (m *marker) touch(ctx context.Context) {
 		return
 	}
 	now, next := time.Now().UnixNano(), m.next.Load()
-	if now < next || !m.next.CompareAndSwap(next, now+int64(engine.ProtocolMarkerRefresh)) {
+	if now < next || !m.next.CompareAndSwap(next, now+int64(guard.ProtocolMarkerRefresh)) {
 		return
 	}
-	_ = m.rdb.Set(ctx, engine.ProtocolMarkerKey, MarkerName, engine.ProtocolMarkerTTL).Err()
+	_ = m.rdb.Set(ctx, guard.ProtocolMarkerKey, MarkerName, guard.ProtocolMarkerTTL).Err()
 }

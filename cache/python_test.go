@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
 )
@@ -70,15 +70,15 @@ func TestPythonProtocol(t *testing.T) {
 		t.Fatal("no python block in the README section")
 	}
 	block, _, _ = strings.Cut(block, "```")
-	// The script sits beside a cache/ directory with the scripts, and runs
+	// The script sits beside a guard/ directory with the scripts, and runs
 	// from another directory without CACHE_LUA_DIR: it must find them.
 	dir := t.TempDir()
 	script := filepath.Join(dir, "protocol.py")
 	if err := os.WriteFile(script, []byte(block+pythonDriver), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lua, _ := filepath.Abs(".")
-	if err := os.Symlink(lua, filepath.Join(dir, "cache")); err != nil {
+	lua, _ := filepath.Abs("../guard")
+	if err := os.Symlink(lua, filepath.Join(dir, "guard")); err != nil {
 		t.Fatal(err)
 	}
 	elsewhere := t.TempDir()
@@ -128,9 +128,9 @@ func testPythonProtocol(t *testing.T, rdb redis.UniversalClient, python func(cmd
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("python printed %q, want %q", got, want)
 	}
-	if got, ttl := rdb.Get(ctx, engine.ProtocolMarkerKey).Val(), rdb.PTTL(ctx, engine.ProtocolMarkerKey).Val(); got != "python" ||
-		ttl <= 0 || ttl > engine.ProtocolMarkerTTL {
-		t.Errorf("protocol marker %q with TTL %s after the Python reads, want \"python\" within %s", got, ttl, engine.ProtocolMarkerTTL)
+	if got, ttl := rdb.Get(ctx, guard.ProtocolMarkerKey).Val(), rdb.PTTL(ctx, guard.ProtocolMarkerKey).Val(); got != "python" ||
+		ttl <= 0 || ttl > guard.ProtocolMarkerTTL {
+		t.Errorf("protocol marker %q with TTL %s after the Python reads, want \"python\" within %s", got, ttl, guard.ProtocolMarkerTTL)
 	}
 	var v map[string]string
 	if found, err := c.Get(ctx, "cache:course_analytics:42:daily", &v); !found || err != nil || v["from"] != "python" {
@@ -138,7 +138,7 @@ func testPythonProtocol(t *testing.T, rdb redis.UniversalClient, python func(cmd
 	}
 	// What the worker does first for cache:course_analytics:42:* (on one
 	// server and on a cluster alike: the scope's generation is the same key).
-	rdb.Set(ctx, engine.GenerationKey("cache:course_analytics:42:"), engine.NewGenerationToken(), engine.DefaultGenerationTTL)
+	rdb.Set(ctx, guard.Key("cache:course_analytics:42:"), guard.NewToken(), guard.TTL)
 	got = python("get cache:course_analytics:42:weekly", "get cache:course_analytics:42:daily")
 	if strings.Join(got, "|") != "null|null" {
 		t.Fatalf("python after the scope advanced: %q, want two misses", got)

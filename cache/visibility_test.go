@@ -14,6 +14,7 @@ import (
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/redis/go-redis/v9"
@@ -37,6 +38,20 @@ const (
 	visibleTTL = 10 * time.Minute
 )
 
+// The shipped scripts, run as a service in another language runs them.
+var (
+	setScript  = redis.NewScript(guard.SetScript)
+	readScript = redis.NewScript(guard.ReadScript)
+)
+
+// scriptKeys returns KEYS for read.lua and set.lua.
+func scriptKeys(key string) []string { return append([]string{key}, guard.Keys(key)...) }
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// generationTTL is guard.TTL in ms, as the scripts take it.
+var generationTTL = ms(guard.TTL)
+
 // populate writes keyspace keys: matches under cache:course_analytics:42:
 // and otherKeys under cache:course_analytics:420: through the protocol
 // (set.lua, pipelined), the rest raw.
@@ -57,7 +72,7 @@ func populate(tb testing.TB, rdb *redis.Client, keyspace int) {
 		if i >= matches {
 			key = "cache:course_analytics:420:" + strconv.Itoa(i)
 		}
-		setScript.EvalSha(ctx, pipe, scriptKeys(key), valueJSON, ms(visibleTTL), engine.NewGenerationToken(), generationTTL)
+		setScript.EvalSha(ctx, pipe, scriptKeys(key), valueJSON, ms(visibleTTL), guard.NewToken(), generationTTL)
 		if pipe.Len() == 1000 {
 			flush()
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -89,9 +90,9 @@ func pipelinedIncr(ctx context.Context, rdb *redis.Client, jobs []engine.Job) er
 	pipe := rdb.Pipeline()
 	for _, j := range jobs {
 		for _, k := range j.Exact {
-			g := "legacy:" + engine.GenerationKey(k) // its own keys: INCR needs integers, the engine writes tokens
+			g := "legacy:" + guard.Key(k) // its own keys: INCR needs integers, the engine writes tokens
 			pipe.Incr(ctx, g)
-			pipe.PExpire(ctx, g, engine.DefaultGenerationTTL)
+			pipe.PExpire(ctx, g, guard.TTL)
 		}
 	}
 	for _, j := range jobs {
@@ -109,7 +110,7 @@ func unlinkWithGen(ctx context.Context, rdb *redis.Client, jobs []engine.Job) er
 	for i, j := range jobs {
 		args := make([]string, 0, 2*len(j.Exact))
 		for _, k := range j.Exact {
-			args = append(args, k, engine.GenerationKey(k))
+			args = append(args, k, guard.Key(k))
 		}
 		cmds[i] = pipe.Unlink(ctx, args...)
 	}
@@ -131,7 +132,7 @@ func unlinkGensFirst(ctx context.Context, rdb *redis.Client, jobs []engine.Job) 
 	var gens []string
 	for _, j := range jobs {
 		for _, k := range j.Exact {
-			gens = append(gens, engine.GenerationKey(k))
+			gens = append(gens, guard.Key(k))
 		}
 	}
 	pipe.Unlink(ctx, gens...)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -133,7 +134,7 @@ func (e *Cluster) node(ctx context.Context, addr string) (*clusterNode, error) {
 	// The walker UNLINKs a page's matches in multi-key commands, which
 	// must not span slots on a cluster node: one UNLINK per slot of the
 	// page (all still in the round trip that carries the next SCAN).
-	cfg.SlotOf = Slot
+	cfg.SlotOf = cachekeys.Slot
 	if e.cfg.NodeObserver != nil {
 		cfg.Observer = e.cfg.NodeObserver(addr)
 	}
@@ -280,7 +281,7 @@ func anys(ss []string) []any {
 func generationKeys(keys []string) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
-		out[i] = ClusterGenerationKey(k)
+		out[i] = guard.ClusterKey(k)
 	}
 	return out
 }
@@ -321,7 +322,7 @@ func bySlot(keys []string) [][]string {
 	}
 	m := map[int][]string{}
 	for _, k := range keys {
-		s := Slot(k)
+		s := cachekeys.Slot(k)
 		if !slices.Contains(m[s], k) {
 			m[s] = append(m[s], k)
 		}
@@ -342,12 +343,12 @@ func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error) [][]strin
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]*redis.Cmd, len(jobs))
 	sets := make([][]*redis.StatusCmd, len(jobs))
-	token := newGenerationToken()
+	token := guard.NewToken()
 	for i, job := range jobs {
 		for _, scope := range scopes(job.Patterns) {
-			key := FillRegistryKey(scope)
+			key := guard.RegistryKey(scope)
 			cmds[i] = append(cmds[i], pipe.Eval(ctx, drainRegistry, []string{key}))
-			sets[i] = append(sets[i], pipe.Set(ctx, GenerationKey(scope), token, DefaultGenerationTTL))
+			sets[i] = append(sets[i], pipe.Set(ctx, guard.Key(scope), token, guard.TTL))
 		}
 	}
 	if pipe.Len() == 0 {
@@ -373,7 +374,7 @@ func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error) [][]strin
 				continue // the fills other scopes drained still lose their generations
 			}
 			for _, m := range members {
-				fills[i] = append(fills[i], FillMemberKey(m))
+				fills[i] = append(fills[i], guard.MemberKey(m))
 			}
 		}
 	}

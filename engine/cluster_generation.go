@@ -1,7 +1,5 @@
 package engine
 
-import "strings"
-
 // The generation guard on a Redis Cluster.
 //
 // A script may touch the keys of one slot only, so the single-node form
@@ -9,30 +7,30 @@ import "strings"
 // exist there. The cluster form keeps what must be atomic in the key's own
 // slot and orders the rest by round trips.
 //
-// Keys. The own generation of cache key K is ClusterGenerationKey(K),
+// Keys. The own generation of cache key K is guard.ClusterKey(K),
 // hash-tagged into K's slot. Scope generations are replaced by fill
-// registries: FillRegistryKey(P), a set per segment prefix P, in any slot.
+// registries: guard.RegistryKey(P), a set per segment prefix P, in any slot.
 //
 // A fill F of K (package warm, or any service following the README):
 //
-//  1. SADD FillRegistryKey(P) FillMember(t, K) (and PEXPIRE it) for every P
+//  1. SADD guard.RegistryKey(P) guard.Member(t, K) (and PEXPIRE it) for every P
 //     in cachekeys.SegmentPrefixes(K), t a fresh token; wait for the replies.
-//  2. SET ClusterGenerationKey(K) t NX GET PX ttl, and remember r: the reply,
+//  2. SET guard.ClusterKey(K) t NX GET PX ttl, and remember r: the reply,
 //     or t on a nil reply.
 //  3. Fetch.
-//  4. One script on {K, ClusterGenerationKey(K)} (one slot): SET K only if
+//  4. One script on {K, guard.ClusterKey(K)} (one slot): SET K only if
 //     the generation still holds r (a missing one reads "0").
 //  5. SREM its members (best effort; the registry's TTL is the fallback).
 //
 // An invalidation I, in [Cluster.Apply] with Config.Generations:
 //
-//   - Exact key K: one script in K's slot UNLINKs ClusterGenerationKey(K)
+//   - Exact key K: one script in K's slot UNLINKs guard.ClusterKey(K)
 //     and then K, atomically.
 //   - Pattern with scope P: first a script takes every member of
-//     FillRegistryKey(P) and deletes the set (atomically, at time tm), and
-//     in the same round trip GenerationKey(P) is SET to a fresh token, as on
+//     guard.RegistryKey(P) and deletes the set (atomically, at time tm), and
+//     in the same round trip guard.Key(P) is SET to a fresh token, as on
 //     one node, for readers of stamped values (package cache: they compare
-//     a value's stamp with the current generations, see cache/cluster.go);
+//     a value's stamp with the current generations, see package guard);
 //     then
 //     the own generation of each member's key is UNLINKed, and only once
 //     that returned does the sweep start (at ts). A pattern without glob
@@ -59,29 +57,6 @@ import "strings"
 // scope plus one UNLINK per slot of the fills in flight. Fills of a key
 // under a scope that an invalidation has just drained lose their claim,
 // which skips a warm, never writes a stale one.
-
-// ClusterGenerationKey returns the generation key of cache key key on a
-// Redis Cluster: hash-tagged into key's own slot, so that one script can
-// check it and write key.
-func ClusterGenerationKey(key string) string {
-	return DefaultGenerationKeyPrefix + "{" + SlotTag(Slot(key)) + "}" + key
-}
-
-// FillRegistryKey returns the set where fills of keys under scope (a
-// segment prefix) register themselves on a Redis Cluster.
-func FillRegistryKey(scope string) string {
-	return DefaultGenerationKeyPrefix + "fills:" + scope
-}
-
-// FillMember is the member a fill with token adds to the registries of
-// key's scopes; FillMemberKey reads the key back.
-func FillMember(token, key string) string { return token + "|" + key }
-
-// FillMemberKey returns the cache key of a registry member.
-func FillMemberKey(member string) string {
-	_, key, _ := strings.Cut(member, "|")
-	return key
-}
 
 // drainRegistry takes every member of KEYS[1] and deletes the set.
 const drainRegistry = `

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/enginetest"
 	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
@@ -69,16 +71,16 @@ func TestSlot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := engine.Slot(k); int64(got) != want {
-			t.Errorf("Slot(%q) = %d, server says %d", k, got, want)
+		if got := cachekeys.Slot(k); int64(got) != want {
+			t.Errorf("cachekeys.Slot(%q) = %d, server says %d", k, got, want)
 		}
-		if g := engine.ClusterGenerationKey(k); engine.Slot(g) != engine.Slot(k) {
-			t.Errorf("ClusterGenerationKey(%q) = %q is in slot %d, not %d", k, g, engine.Slot(g), engine.Slot(k))
+		if g := guard.ClusterKey(k); cachekeys.Slot(g) != cachekeys.Slot(k) {
+			t.Errorf("guard.ClusterKey(%q) = %q is in slot %d, not %d", k, g, cachekeys.Slot(g), cachekeys.Slot(k))
 		}
 	}
-	for s := range engine.SlotCount {
-		if got := engine.Slot("{" + engine.SlotTag(s) + "}k"); got != s {
-			t.Fatalf("SlotTag(%d) = %q maps to %d", s, engine.SlotTag(s), got)
+	for s := range cachekeys.SlotCount {
+		if got := cachekeys.Slot("{" + cachekeys.SlotTag(s) + "}k"); got != s {
+			t.Fatalf("cachekeys.SlotTag(%d) = %q maps to %d", s, cachekeys.SlotTag(s), got)
 		}
 	}
 }
@@ -98,36 +100,36 @@ func TestClusterGenerations(t *testing.T) {
 	}
 	for _, k := range keys {
 		rdb.Set(ctx, k, "v", 0)
-		rdb.Set(ctx, engine.ClusterGenerationKey(k), "tok", 0)
+		rdb.Set(ctx, guard.ClusterKey(k), "tok", 0)
 	}
 	filled := p + "s:7:x"
-	rdb.Set(ctx, engine.ClusterGenerationKey(filled), "tok", 0)
-	rdb.SAdd(ctx, engine.FillRegistryKey(p+"s:7:"), engine.FillMember("tok", filled))
+	rdb.Set(ctx, guard.ClusterKey(filled), "tok", 0)
+	rdb.SAdd(ctx, guard.RegistryKey(p+"s:7:"), guard.Member("tok", filled))
 	res, err := e.Invalidate(ctx, engine.Job{Exact: keys})
 	if err != nil || res.Removed != int64(len(keys)) {
 		t.Fatalf("Invalidate: removed %d, %v; want %d", res.Removed, err, len(keys))
 	}
 	for _, k := range keys {
-		if n := rdb.Exists(ctx, k, engine.ClusterGenerationKey(k)).Val(); n != 0 {
+		if n := rdb.Exists(ctx, k, guard.ClusterKey(k)).Val(); n != 0 {
 			t.Fatalf("%s or its generation is still there", k)
 		}
 	}
 	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
 		t.Fatal(err)
 	}
-	if n := rdb.Exists(ctx, engine.ClusterGenerationKey(filled), engine.FillRegistryKey(p+"s:7:")).Val(); n != 0 {
+	if n := rdb.Exists(ctx, guard.ClusterKey(filled), guard.RegistryKey(p+"s:7:")).Val(); n != 0 {
 		t.Errorf("the drained fill's generation or the registry is still there")
 	}
 	// The scope's generation holds a fresh token (stamped readers miss),
 	// and a second invalidation replaces it.
-	first, err := rdb.Get(ctx, engine.GenerationKey(p+"s:7:")).Result()
+	first, err := rdb.Get(ctx, guard.Key(p+"s:7:")).Result()
 	if err != nil || first == "" || first == "0" {
 		t.Fatalf("scope generation after the pattern = %q, %v; want a token", first, err)
 	}
 	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
 		t.Fatal(err)
 	}
-	if again := rdb.Get(ctx, engine.GenerationKey(p+"s:7:")).Val(); again == first {
+	if again := rdb.Get(ctx, guard.Key(p+"s:7:")).Val(); again == first {
 		t.Errorf("a second pattern invalidation left the scope's token %q", first)
 	}
 }

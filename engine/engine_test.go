@@ -11,6 +11,7 @@ import (
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/enginetest"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -94,7 +95,7 @@ func TestGenerations(t *testing.T) {
 	// Claims of fills in flight, as package warm makes them.
 	claimed := map[string]string{"user:1": "fill-1", "user:2": "fill-2", "user:10:": "fill-3", "user:3": "fill-4"}
 	for scope, token := range claimed {
-		rdb.Set(ctx, engine.GenerationKey(scope), token, time.Hour)
+		rdb.Set(ctx, guard.Key(scope), token, time.Hour)
 	}
 	jobs := []engine.Job{
 		{Exact: []string{"user:1", "user:1"}},
@@ -107,19 +108,19 @@ func TestGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, scope := range []string{"user:1", "user:2"} {
-		if n := rdb.Exists(ctx, engine.GenerationKey(scope)).Val(); n != 0 {
+		if n := rdb.Exists(ctx, guard.Key(scope)).Val(); n != 0 {
 			t.Errorf("generation of exact key %s still there: a fill's claim would survive", scope)
 		}
 	}
-	k := engine.GenerationKey("user:10:")
+	k := guard.Key("user:10:")
 	first := rdb.Get(ctx, k).Val()
 	if first == "" || first == "0" || first == claimed["user:10:"] {
 		t.Errorf("GET %s = %q, want a new token", k, first)
 	}
-	if ttl := rdb.PTTL(ctx, k).Val(); ttl <= engine.DefaultGenerationTTL-time.Minute || ttl > engine.DefaultGenerationTTL {
-		t.Errorf("PTTL %s = %s, want about %s", k, ttl, engine.DefaultGenerationTTL)
+	if ttl := rdb.PTTL(ctx, k).Val(); ttl <= guard.TTL-time.Minute || ttl > guard.TTL {
+		t.Errorf("PTTL %s = %s, want about %s", k, ttl, guard.TTL)
 	}
-	if g := rdb.Get(ctx, engine.GenerationKey("user:3")).Val(); g != claimed["user:3"] {
+	if g := rdb.Get(ctx, guard.Key("user:3")).Val(); g != claimed["user:3"] {
 		t.Errorf("generation of user:3 moved to %q without an invalidation", g)
 	}
 	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"user:10:*"}}); err != nil {
@@ -169,14 +170,14 @@ func TestGenerationsComeFirst(t *testing.T) {
 			moved[fs[1]] = true
 		case "unlink":
 			for _, k := range fs[1:] {
-				if strings.HasPrefix(k, engine.DefaultGenerationKeyPrefix) {
+				if strings.HasPrefix(k, guard.KeyPrefix) {
 					moved[k] = true
 					continue
 				}
-				if !moved[engine.GenerationKey(k)] {
+				if !moved[guard.Key(k)] {
 					t.Errorf("UNLINK %s before its generation was removed", k)
 				}
-				if !moved[engine.GenerationKey("p:")] {
+				if !moved[guard.Key("p:")] {
 					t.Errorf("UNLINK %s before the pattern scope's generation was advanced", k)
 				}
 				unlinked[k] = true

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -41,7 +42,7 @@ type Redis struct {
 
 // EnableGenerations turns Config.Generations on for the jobs applied from
 // now on: GENERATIONS=auto does so once a reader of the protocol is seen
-// (see ProtocolMarkerKey). It is not turned off again.
+// (see guard.ProtocolMarkerKey). It is not turned off again.
 func (e *Redis) EnableGenerations() { e.gensOn.Store(true) }
 
 // Generations reports whether jobs advance the generation guard.
@@ -130,7 +131,7 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 	gens := make([][]*redis.StatusCmd, len(jobs))
 	var drops []*redis.IntCmd
 	if e.Generations() {
-		token := newGenerationToken()
+		token := guard.NewToken()
 		for i, job := range jobs {
 			if len(job.Patterns) > 0 {
 				gens[i] = advance(ctx, pipe, job, token)

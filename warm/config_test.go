@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/warm"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -24,13 +26,15 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative breaker failures", given: warm.Config{BreakerFailures: -1}, wantErr: true},
 		{name: "negative cooldown", given: warm.Config{BreakerCooldown: -time.Second}, wantErr: true},
 	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: New does not touch Redis
+	t.Cleanup(func() { _ = rdb.Close() })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.given.Validate()
 			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, warm.ErrInvalidConfig)) {
 				t.Fatalf("Validate() = %v, want error %v wrapping ErrInvalidConfig", err, tt.wantErr)
 			}
-			w, err := warm.New(nil, tt.given, nil, nil) // New validates before it touches Redis
+			w, err := warm.New(rdb, tt.given, nil, nil)
 			if tt.wantErr != (err != nil) || (err == nil) == (w == nil) {
 				t.Errorf("New() = %v, %v", w, err)
 			}
@@ -43,5 +47,14 @@ func TestWithDefaults(t *testing.T) {
 	if c.Queue != warm.DefaultQueue || c.Workers != warm.DefaultWorkers || c.PerHost != warm.DefaultPerHost ||
 		c.Timeout != warm.DefaultTimeout || c.MaxBody != warm.DefaultMaxBody || c.Client == nil {
 		t.Errorf("WithDefaults() = %+v", c)
+	}
+}
+
+// A client whose sharding the worker does not invalidate is refused.
+func TestNewRefusesARing(t *testing.T) {
+	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	t.Cleanup(func() { _ = ring.Close() })
+	if w, err := warm.New(ring, warm.Config{}, nil, nil); !errors.Is(err, guard.ErrUnsupportedClient) || w != nil {
+		t.Fatalf("New(ring) = %v, %v; want ErrUnsupportedClient", w, err)
 	}
 }

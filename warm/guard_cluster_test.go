@@ -7,6 +7,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/redis/go-redis/v9"
@@ -55,7 +56,7 @@ func TestClusterGuardRefusesAFillOvertaken(t *testing.T) {
 		g.rdb.Del(ctx, key)
 	}
 	for _, p := range cachekeys.SegmentPrefixes(key) {
-		if n := g.rdb.SCard(ctx, engine.FillRegistryKey(p)).Val(); n != 0 {
+		if n := g.rdb.SCard(ctx, guard.RegistryKey(p)).Val(); n != 0 {
 			t.Errorf("registry of %q holds %d members after the fills ended", p, n)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/redis/go-redis/v9"
@@ -149,11 +150,11 @@ var exactForms = []struct {
 		return err
 	}},
 	{"unlink-with-key", func(ctx context.Context, g *guardRig, key string) error {
-		return g.rdb.Unlink(ctx, key, engine.GenerationKey(key)).Err()
+		return g.rdb.Unlink(ctx, key, guard.Key(key)).Err()
 	}},
 	{"unlink-before-key", func(ctx context.Context, g *guardRig, key string) error {
 		_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.Unlink(ctx, engine.GenerationKey(key))
+			p.Unlink(ctx, guard.Key(key))
 			p.Unlink(ctx, key)
 			return nil
 		})
@@ -198,7 +199,7 @@ func TestGuardExpiredGenerationSkips(t *testing.T) {
 	g := newGuardRig(t)
 	ctx := t.Context()
 	const key = "cache:course_analytics:7"
-	for _, gen := range warm.GenerationKeys(key) {
+	for _, gen := range guard.Keys(key) {
 		g.rdb.Del(ctx, key) // the value the previous round stored
 		out := g.warmHeld(t, key, func() { g.rdb.Del(ctx, gen) })
 		if out != warm.SkippedStale || g.rdb.Exists(ctx, key).Val() != 0 {
@@ -222,13 +223,13 @@ func TestGuardSharedTokenStores(t *testing.T) {
 	if first != warm.Stored || second != warm.Stored {
 		t.Fatalf("outcomes %s, %s, want both %s", first, second, warm.Stored)
 	}
-	for _, gen := range warm.GenerationKeys(key) {
+	for _, gen := range guard.Keys(key) {
 		v := g.rdb.Get(ctx, gen).Val()
 		if v == "" || v == "0" {
 			t.Errorf("%s = %q, want a token", gen, v)
 		}
-		if ttl := g.rdb.PTTL(ctx, gen).Val(); ttl <= engine.DefaultGenerationTTL-time.Minute {
-			t.Errorf("PTTL %s = %s, want about %s", gen, ttl, engine.DefaultGenerationTTL)
+		if ttl := g.rdb.PTTL(ctx, gen).Val(); ttl <= guard.TTL-time.Minute {
+			t.Errorf("PTTL %s = %s, want about %s", gen, ttl, guard.TTL)
 		}
 	}
 }
@@ -245,7 +246,7 @@ func TestGuardNoABAOnAScopeGeneration(t *testing.T) {
 		if _, err := g.eng.Invalidate(ctx, engine.Job{Patterns: []string{"user:1:*"}}); err != nil {
 			t.Fatal(err)
 		}
-		g.rdb.Unlink(ctx, "user:1:", engine.GenerationKey("user:1:")) // an exact removal of "user:1:"
+		g.rdb.Unlink(ctx, "user:1:", guard.Key("user:1:")) // an exact removal of "user:1:"
 	})
 	if out != warm.SkippedStale || g.rdb.Exists(ctx, "user:1:x").Val() != 0 {
 		t.Fatalf("outcome %s, want %s and no write", out, warm.SkippedStale)

@@ -13,23 +13,10 @@ import (
 	"github.com/invalidator/invalidator/cache"
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/warm"
 )
-
-// The warmer's copy of the stamped fill script is package cache's.
-func TestStampedFillScriptIsTheCacheOne(t *testing.T) {
-	if warm.StampedFillScript != cache.FillScript {
-		t.Fatal("warm.StampedFillScript differs from cache/fill.lua: copy the file again")
-	}
-}
-
-// So is its copy of the cluster form (cache/cluster_fill.lua).
-func TestClusterStampedFillScriptIsTheCacheOne(t *testing.T) {
-	if warm.ClusterStampedFillScript != cache.ClusterFillScript {
-		t.Fatal("warm.ClusterStampedFillScript differs from cache/cluster_fill.lua: copy the file again")
-	}
-}
 
 // courseSource starts a source that answers {"course":42,"version":2} and
 // returns it and its host.
@@ -81,7 +68,7 @@ func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	}
 	// A pattern invalidation advances the scope's generation before the
 	// sweep: set as the engine sets it, readers miss while the keys remain.
-	if err := rdb.Set(ctx, engine.GenerationKey(cachekeys.PatternScope("cache:course_analytics:42:*")), "a-new-token", time.Hour).Err(); err != nil {
+	if err := rdb.Set(ctx, guard.Key(cachekeys.PatternScope("cache:course_analytics:42:*")), "a-new-token", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i < 20; i++ {
@@ -132,7 +119,7 @@ func TestStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 		// The worker's pattern invalidation first gives the scope a new
 		// token (engine/generation.go), then sweeps: readers miss at once,
 		// while the key is still there.
-		if err := rdb.Set(ctx, engine.GenerationKey(cachekeys.PatternScope("cache:course_analytics:42:*")), "a-new-token", time.Hour).Err(); err != nil {
+		if err := rdb.Set(ctx, guard.Key(cachekeys.PatternScope("cache:course_analytics:42:*")), "a-new-token", time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
 		if rdb.Exists(ctx, key).Val() != 1 {

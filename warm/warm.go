@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 	"github.com/sourcegraph/conc/pool"
 )
@@ -89,7 +90,7 @@ type Config struct {
 	// trial request. Defaults to 30s.
 	BreakerCooldown time.Duration
 	// Stamp writes each warmed value with the generation stamp of package
-	// cache ("@gen <tokens>\n" before the body, cache/fill.lua), so that
+	// cache ("@gen <tokens>\n" before the body, guard/fill.lua), so that
 	// services reading through that protocol see warm values as hits.
 	// Readers that GET the key directly then see the stamp too: set it only
 	// when every reader goes through the protocol (GENERATIONS=on).
@@ -151,7 +152,7 @@ func (c Config) Validate() error {
 // and a circuit breaker, and every write goes through the generation guard so
 // that a body fetched before a newer invalidation is never written.
 //
-// The guard (proof in package engine's generation.go): before it fetches,
+// The guard (package guard, with its proof): before it fetches,
 // the warmer claims the generation key of the key and of each of its
 // segment prefixes (SET NX GET: a fresh token where none is), and after the
 // fetch one Lua script SETs the value only if every one still holds the
@@ -161,6 +162,7 @@ func (c Config) Validate() error {
 // nothing.
 type Warmer struct {
 	rdb      redis.UniversalClient
+	guard    *guard.Protocol
 	cfg      Config
 	log      *slog.Logger
 	obs      Observer
@@ -180,10 +182,15 @@ type warmState struct {
 }
 
 // New returns a warmer on rdb; start it with Run. An invalid cfg is an
-// error wrapping ErrInvalidConfig.
+// error wrapping ErrInvalidConfig; a client package guard does not support
+// (a Ring) one wrapping guard.ErrUnsupportedClient.
 func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, obs Observer) (*Warmer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	g, err := guard.New(rdb)
+	if err != nil {
+		return nil, fmt.Errorf("warm: %w", err)
 	}
 	cfg = cfg.WithDefaults()
 	if log == nil {
@@ -193,7 +200,7 @@ func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, obs Observer) 
 		obs = nopObserver{}
 	}
 	return &Warmer{
-		rdb: rdb, cfg: cfg, log: log, obs: obs,
+		rdb: rdb, guard: g, cfg: cfg, log: log, obs: obs,
 		breakers: breakers{failures: cfg.BreakerFailures, cooldown: cfg.BreakerCooldown, m: map[string]*breaker{}},
 		hosts:    hostLimits{per: cfg.PerHost, m: map[string]chan struct{}{}},
 		state:    map[string]*warmState{}, queue: make(chan string, cfg.Queue),
@@ -326,10 +333,10 @@ func (w *Warmer) Warm(ctx context.Context, req cachekeys.WarmRequest) Outcome {
 }
 
 func (w *Warmer) warm(ctx context.Context, req cachekeys.WarmRequest) (Outcome, error) {
-	var gens []string
+	var claim guard.Claim
 	if req.Key != "" {
 		var err error
-		if gens, err = w.generations(ctx, req.Key); err != nil {
+		if claim, err = w.claim(ctx, req.Key); err != nil {
 			return Failed, err
 		}
 	}
@@ -345,7 +352,7 @@ func (w *Warmer) warm(ctx context.Context, req cachekeys.WarmRequest) (Outcome, 
 	if req.Key == "" {
 		return Triggered, nil
 	}
-	stored, err := w.store(ctx, req, body, gens)
+	stored, err := w.store(ctx, req, body, claim)
 	switch {
 	case err != nil:
 		return Failed, err

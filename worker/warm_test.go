@@ -17,6 +17,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/redis/go-redis/v9"
@@ -332,7 +333,7 @@ func TestWarmBreakerOpensOnAFailingSource(t *testing.T) {
 		t.Errorf("OpenHosts %v, want [%s]", open, host)
 	}
 	// Only the generation claims taken before each fetch may be there.
-	if keys := h.rdb.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return !strings.HasPrefix(k, engine.DefaultGenerationKeyPrefix) }) {
+	if keys := h.rdb.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return !strings.HasPrefix(k, guard.KeyPrefix) }) {
 		t.Errorf("a failed warm wrote a key: %v", keys)
 	}
 }

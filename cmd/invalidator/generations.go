@@ -8,12 +8,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
 // markerPoll is how often GENERATIONS=auto looks for a protocol reader's
-// marker (engine.ProtocolMarkerKey).
+// marker (guard.ProtocolMarkerKey).
 const markerPoll = 2 * time.Second
 
 // generations says whether the engine advances the generation guard, and
@@ -37,7 +37,7 @@ func newGenerations(mode string, rulesWarm bool) *generations {
 	case rulesWarm:
 		return &generations{on: true, why: "GENERATIONS=auto: the rules warm keys"}
 	default:
-		return &generations{why: fmt.Sprintf("GENERATIONS=auto: no reader of the read/fill protocol seen (no %s key)", engine.ProtocolMarkerKey)}
+		return &generations{why: fmt.Sprintf("GENERATIONS=auto: no reader of the read/fill protocol seen (no %s key)", guard.ProtocolMarkerKey)}
 	}
 }
 
@@ -48,7 +48,7 @@ func (g *generations) state() (bool, string) {
 	return g.on, g.why
 }
 
-// watch looks for engine.ProtocolMarkerKey every poll until it appears or
+// watch looks for guard.ProtocolMarkerKey every poll until it appears or
 // ctx ends. When it appears, it turns generations on in eng and logs one
 // line naming the client. It returns nil, also when ctx ends.
 func (g *generations) watch(ctx context.Context, rdb redis.UniversalClient, eng interface{ EnableGenerations() },
@@ -60,17 +60,17 @@ func (g *generations) watch(ctx context.Context, rdb redis.UniversalClient, eng 
 	defer t.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, poll)
-		client, err := rdb.Get(qctx, engine.ProtocolMarkerKey).Result()
+		client, err := rdb.Get(qctx, guard.ProtocolMarkerKey).Result()
 		cancel()
 		if err == nil {
 			eng.EnableGenerations()
 			g.mu.Lock()
 			g.on = true
 			g.why = fmt.Sprintf("GENERATIONS=auto: a reader of the read/fill protocol (%q) set %s at %s",
-				client, engine.ProtocolMarkerKey, time.Now().UTC().Format(time.RFC3339))
+				client, guard.ProtocolMarkerKey, time.Now().UTC().Format(time.RFC3339))
 			g.mu.Unlock()
 			log.Info("🔧 generations on: a service reads through the read/fill protocol, so pattern invalidations reach it at once",
-				slog.String("client", client), slog.String("marker", engine.ProtocolMarkerKey))
+				slog.String("client", client), slog.String("marker", guard.ProtocolMarkerKey))
 			return nil
 		}
 		if !errors.Is(err, redis.Nil) && ctx.Err() == nil {

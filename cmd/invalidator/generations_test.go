@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cache"
-	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testproc"
 	"github.com/invalidator/invalidator/internal/testserver"
 )
@@ -64,7 +64,7 @@ func TestGenerationsAutoNoticesAProtocolReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scope := func(course string) string { return engine.GenerationKey("cache:course_analytics:" + course + ":") }
+	scope := func(course string) string { return guard.Key("cache:course_analytics:" + course + ":") }
 
 	// Before any reader: no generation is advanced.
 	if on, why := detailedGenerations(t, port); on || !strings.Contains(why, "no reader") {
@@ -88,7 +88,7 @@ func TestGenerationsAutoNoticesAProtocolReader(t *testing.T) {
 	if _, err := c.Get(ctx, "cache:course_analytics:42:weekly", &v); err != nil {
 		t.Fatal(err)
 	}
-	if got := rdb.Get(ctx, engine.ProtocolMarkerKey).Val(); got != cache.MarkerName {
+	if got := rdb.Get(ctx, guard.ProtocolMarkerKey).Val(); got != cache.MarkerName {
 		t.Fatalf("marker holds %q after a Get, want %q", got, cache.MarkerName)
 	}
 	p.WaitLog(t, "generations on", 20*time.Second)

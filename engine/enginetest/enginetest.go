@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/engine"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -231,7 +232,7 @@ func testConcurrentCallbacks(t *testing.T, s Setup, p string) {
 func testErrorsPerJob(t *testing.T, s Setup, p string) {
 	ok, ro := keys(p, "ok", 4), keys(p, "ro", 3)
 	seed(t, s.Client, append(slices.Clone(ok), ro...)...)
-	restrictKeys(t, s.Client, "~"+p+"ok:*", "~"+engine.DefaultGenerationKeyPrefix+"*", "%R~*")
+	restrictKeys(t, s.Client, "~"+p+"ok:*", "~"+guard.KeyPrefix+"*", "%R~*")
 	jobs := []engine.Job{
 		{Exact: ok[:2]},
 		{Exact: ro[:1]},

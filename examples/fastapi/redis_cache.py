@@ -39,11 +39,11 @@ import redis
 log = logging.getLogger("redis_cache")
 
 GEN_PREFIX = "invalidator:gen:"
-# The generation TTL the scripts take (engine.DefaultGenerationTTL, 24 h).
+# The generation TTL the scripts take (guard.TTL, 24 h).
 GENERATION_TTL_MS = 86_400_000
 # Values must not outlive their generations.
 MAX_TTL_S = GENERATION_TTL_MS // 1000
-# The protocol's marker (engine.ProtocolMarkerKey): kept alive while the app
+# The protocol's marker (guard.ProtocolMarkerKey): kept alive while the app
 # reads and fills, so that a worker with GENERATIONS=auto turns generations on.
 MARKER_KEY = "invalidator:protocol"
 MARKER_NAME = "python"

@@ -1,5 +1,5 @@
 // The invalidator read/fill protocol (README, "The read/fill protocol (any
-// language)"), with the Lua scripts loaded as they are from ../../cache/.
+// language)"), with the Lua scripts loaded as they are from ../../guard/.
 //
 // A key K is guarded by G(K): invalidator:gen:K, then invalidator:gen:P for
 // each segment prefix P of K (each ending in ':'), shortest first. A value
@@ -14,9 +14,9 @@ import { fileURLToPath } from 'node:url';
 const here = dirname(fileURLToPath(import.meta.url));
 
 // CACHE_LUA_DIR overrides where the scripts are read from.
-export const luaDir = process.env.CACHE_LUA_DIR || join(here, '..', '..', '..', 'cache');
+export const luaDir = process.env.CACHE_LUA_DIR || join(here, '..', '..', '..', 'guard');
 
-// The generation TTL the scripts take (engine.DefaultGenerationTTL, 24 h).
+// The generation TTL the scripts take (guard.TTL, 24 h).
 export const GENERATION_TTL_MS = 86_400_000;
 
 // Values must not outlive their generations.
@@ -24,7 +24,7 @@ export const MAX_TTL_MS = GENERATION_TTL_MS;
 
 const GEN_PREFIX = 'invalidator:gen:';
 
-// The protocol's marker (engine.ProtocolMarkerKey): kept alive while the
+// The protocol's marker (guard.ProtocolMarkerKey): kept alive while the
 // app reads and fills, so that a worker with GENERATIONS=auto sees a reader
 // of the protocol and turns generations on.
 export const MARKER_KEY = 'invalidator:protocol';
@@ -62,7 +62,7 @@ const tags = new Map();
 let tried = 0;
 
 // slotTag is the first base-36 number (0, 1, ... z, 10, ...) whose slot is
-// n (engine.SlotTag).
+// n (cachekeys.SlotTag).
 export function slotTag(n) {
   while (!tags.has(n)) {
     const t = (tried++).toString(36);
