@@ -54,14 +54,6 @@ func (p *Protocol) rdb() redis.Cmdable {
 	return p.node
 }
 
-// guards returns the generation keys of key on p's deployment.
-func (p *Protocol) guards(key string) []string {
-	if p.cluster != nil {
-		return ClusterKeys(key)
-	}
-	return Keys(key)
-}
-
 // Read returns the payload of key and true on a current value, false on a
 // missing or stale one (its stamp is not the current generations, a
 // missing one reading "0"), in one round trip: GET key and the guard

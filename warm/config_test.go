@@ -34,7 +34,7 @@ func TestConfigValidate(t *testing.T) {
 			if (err != nil) != tt.wantErr || (err != nil && !errors.Is(err, warm.ErrInvalidConfig)) {
 				t.Fatalf("Validate() = %v, want error %v wrapping ErrInvalidConfig", err, tt.wantErr)
 			}
-			w, err := warm.New(rdb, tt.given, nil, nil)
+			w, err := warm.New(rdb, tt.given, nil)
 			if tt.wantErr != (err != nil) || (err == nil) == (w == nil) {
 				t.Errorf("New() = %v, %v", w, err)
 			}
@@ -54,7 +54,44 @@ func TestWithDefaults(t *testing.T) {
 func TestNewRefusesARing(t *testing.T) {
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
 	t.Cleanup(func() { _ = ring.Close() })
-	if w, err := warm.New(ring, warm.Config{}, nil, nil); !errors.Is(err, guard.ErrUnsupportedClient) || w != nil {
+	if w, err := warm.New(ring, warm.Config{}, nil); !errors.Is(err, guard.ErrUnsupportedClient) || w != nil {
 		t.Fatalf("New(ring) = %v, %v; want ErrUnsupportedClient", w, err)
+	}
+}
+
+// Run refuses a second call, as worker.Run does, and Drain ends the first
+// once the queue is empty.
+func TestRunTwiceIsRefused(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { _ = rdb.Close() })
+	w, err := warm.New(rdb, warm.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan error, 1)
+	go func() { first <- w.Run(t.Context()) }()
+	second := make(chan error, 1)
+	go func() { second <- w.Run(t.Context()) }()
+	select {
+	case err := <-second:
+		if !errors.Is(err, warm.ErrAlreadyRunning) {
+			t.Fatalf("one Run returned %v first, want ErrAlreadyRunning", err)
+		}
+	case err := <-first:
+		if !errors.Is(err, warm.ErrAlreadyRunning) {
+			t.Fatalf("one Run returned %v first, want ErrAlreadyRunning", err)
+		}
+		first = second
+	case <-time.After(10 * time.Second):
+		t.Fatal("neither Run returned ErrAlreadyRunning")
+	}
+	w.Drain()
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatalf("the running Run returned %v after Drain", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Drain with an empty queue")
 	}
 }

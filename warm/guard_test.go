@@ -49,7 +49,7 @@ func newHeldWarmer(t *testing.T, rdb redis.UniversalClient) *heldWarmer {
 	}))
 	t.Cleanup(h.src.Close)
 	var err error
-	if h.warmer, err = warm.New(rdb, warm.Config{}, nil, nil); err != nil {
+	if h.warmer, err = warm.New(rdb, warm.Config{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return h

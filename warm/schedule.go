@@ -26,12 +26,10 @@ type Scheduler struct {
 	owner   string
 }
 
-// NewScheduler returns a scheduler of entries; start it with Run.
-func NewScheduler(w *Warmer, entries []cachekeys.Schedule, log *slog.Logger) *Scheduler {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Scheduler{warmer: w, entries: entries, log: log, owner: nuid.Next()}
+// NewScheduler returns a scheduler of entries on w (with w's logger);
+// start it with Run.
+func NewScheduler(w *Warmer, entries []cachekeys.Schedule) *Scheduler {
+	return &Scheduler{warmer: w, entries: entries, log: w.log, owner: nuid.Next()}
 }
 
 // Run refreshes until ctx ends and returns when every entry's loop is done.

@@ -39,7 +39,7 @@ func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	src, host := courseSource(t)
 	c := cache.New(rdb)
 	t.Cleanup(func() { _ = c.Close() })
-	w, err := warm.New(rdb, warm.Config{Stamp: true}, nil, nil)
+	w, err := warm.New(rdb, warm.Config{Stamp: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	c := cache.New(rdb)
 	t.Cleanup(func() { _ = c.Close() })
 	for _, stamp := range []bool{true, false} {
-		w, err := warm.New(rdb, warm.Config{Stamp: stamp}, nil, nil)
+		w, err := warm.New(rdb, warm.Config{Stamp: stamp}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
@@ -46,6 +47,9 @@ const (
 	// URL or key (a value safe in a key but not in a URL, like ".."), so no
 	// request was made; the event's keys were invalidated all the same.
 	SkippedUnsafe Outcome = "skipped_unsafe"
+	// Dropped: Run's context ended (the worker's shutdown deadline) before
+	// the request was made or finished.
+	Dropped Outcome = "dropped"
 )
 
 // Observer is told of every warm request and scheduled refresh. Its
@@ -102,6 +106,9 @@ type Config struct {
 	// Client sends the requests. Defaults to a client with no redirects
 	// followed beyond 3 and the Timeout.
 	Client *http.Client
+	// Logger gets a line per request made and per schedule lock that
+	// failed. Defaults to a discarding logger.
+	Logger *slog.Logger
 }
 
 // ErrInvalidConfig is wrapped by every error of Config.Validate.
@@ -117,6 +124,9 @@ func (c Config) WithDefaults() Config {
 	c.BreakerFailures = cmp.Or(c.BreakerFailures, DefaultBreakerFailures)
 	c.BreakerCooldown = cmp.Or(c.BreakerCooldown, DefaultBreakerCooldown)
 	c.MaxBody = cmp.Or(c.MaxBody, DefaultMaxBody)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	if c.Client == nil {
 		c.Client = &http.Client{Timeout: c.Timeout, CheckRedirect: func(_ *http.Request, via []*http.Request) error {
 			if len(via) >= 3 {
@@ -169,10 +179,14 @@ type Warmer struct {
 	breakers breakers
 	hosts    hostLimits
 
-	mu     sync.Mutex
-	state  map[string]*warmState // by coalescing id
-	queue  chan string
-	closed bool
+	mu      sync.Mutex
+	state   map[string]*warmState // by coalescing id
+	queue   chan string
+	closed  bool
+	running atomic.Bool   // Run has been called
+	dropped atomic.Int64  // requests reported Dropped
+	drain   chan struct{} // closed by Drain
+	once    sync.Once
 }
 
 type warmState struct {
@@ -184,7 +198,7 @@ type warmState struct {
 // New returns a warmer on rdb; start it with Run. An invalid cfg is an
 // error wrapping ErrInvalidConfig; a client package guard does not support
 // (a Ring) one wrapping guard.ErrUnsupportedClient.
-func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, obs Observer) (*Warmer, error) {
+func New(rdb redis.UniversalClient, cfg Config, obs Observer) (*Warmer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -193,14 +207,11 @@ func New(rdb redis.UniversalClient, cfg Config, log *slog.Logger, obs Observer) 
 		return nil, fmt.Errorf("warm: %w", err)
 	}
 	cfg = cfg.WithDefaults()
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	if obs == nil {
 		obs = nopObserver{}
 	}
 	return &Warmer{
-		rdb: rdb, guard: g, cfg: cfg, log: log, obs: obs,
+		rdb: rdb, guard: g, cfg: cfg, log: cfg.Logger, obs: obs, drain: make(chan struct{}),
 		breakers: breakers{failures: cfg.BreakerFailures, cooldown: cfg.BreakerCooldown, m: map[string]*breaker{}},
 		hosts:    hostLimits{per: cfg.PerHost, m: map[string]chan struct{}{}},
 		state:    map[string]*warmState{}, queue: make(chan string, cfg.Queue),
@@ -259,21 +270,49 @@ func (w *Warmer) enqueue(r cachekeys.WarmRequest) bool {
 	}
 }
 
-// Run makes the queued requests with Workers goroutines until ctx ends; then
-// it stops taking requests, cancels those in flight and returns when all its
-// goroutines are done.
-func (w *Warmer) Run(ctx context.Context) {
+// ErrAlreadyRunning is returned by a second call of Run on one Warmer.
+var ErrAlreadyRunning = errors.New("warm: Run called twice")
+
+// Run makes the queued requests with Workers goroutines until Drain is
+// called and the queue is empty, or until ctx ends. When ctx ends it
+// cancels the requests in flight and reports them, and every request
+// still queued, as Dropped (one ⚠️ line counts them), so that none is
+// lost silently. A worker runs it on its shutdown deadline and calls
+// Drain once its handlers are done: stop fetching, finish, ack, warm,
+// close. Run returns when all its goroutines are done; a second call
+// returns ErrAlreadyRunning.
+func (w *Warmer) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
 	p := pool.New().WithMaxGoroutines(w.cfg.Workers)
 	for range w.cfg.Workers {
 		p.Go(func() { w.work(ctx) })
 	}
-	<-ctx.Done()
+	p.Wait()
 	w.mu.Lock()
 	w.closed = true
+	left := len(w.queue)
+	for range left {
+		delete(w.state, <-w.queue)
+	}
 	w.mu.Unlock()
-	p.Wait()
+	for range left {
+		w.obs.WarmDone(Dropped, 0)
+	}
+	if n := w.dropped.Add(int64(left)); n > 0 {
+		w.log.Warn("⚠️ warm requests dropped: the shutdown deadline passed before they were made", slog.Int64("dropped", n))
+	}
+	return nil
 }
 
+// Drain makes Run return once the requests queued are made, instead of
+// waiting for more. Later requests are still queued until Run returns
+// (and then counted Dropped if not made). Safe to call more than once.
+func (w *Warmer) Drain() { w.once.Do(func() { close(w.drain) }) }
+
+// work makes queued requests until ctx ends, or until Drain and an empty
+// queue.
 func (w *Warmer) work(ctx context.Context) {
 	for {
 		select {
@@ -281,13 +320,21 @@ func (w *Warmer) work(ctx context.Context) {
 			return
 		case id := <-w.queue:
 			w.runID(ctx, id)
+		case <-w.drain:
+			select {
+			case id := <-w.queue:
+				w.runID(ctx, id)
+			default:
+				return
+			}
 		}
 	}
 }
 
 // runID makes the request of id, and once more if asked while it ran.
+// Once ctx has ended, Warm reports the request Dropped without making it.
 func (w *Warmer) runID(ctx context.Context, id string) {
-	for ctx.Err() == nil {
+	for {
 		w.mu.Lock()
 		st := w.state[id]
 		st.running, st.again = true, false
@@ -304,9 +351,6 @@ func (w *Warmer) runID(ctx context.Context, id string) {
 		}
 		w.mu.Unlock()
 	}
-	w.mu.Lock()
-	delete(w.state, id)
-	w.mu.Unlock()
 }
 
 // Warm makes one request now (store or trigger mode) and reports its outcome.
@@ -326,6 +370,9 @@ func (w *Warmer) Warm(ctx context.Context, req cachekeys.WarmRequest) Outcome {
 		w.log.LogAttrs(ctx, slog.LevelInfo, "🔍 warm trigger sent", attrs...)
 	case SkippedStale:
 		w.log.LogAttrs(ctx, slog.LevelInfo, "⚠️ warm value discarded: the key was invalidated meanwhile", attrs...)
+	case Dropped: // Run logs one line with the count
+		w.dropped.Add(1)
+		w.log.LogAttrs(ctx, slog.LevelDebug, "warm request dropped: the shutdown deadline passed", attrs...)
 	default:
 		w.log.LogAttrs(ctx, slog.LevelWarn, "❌ warm request failed", append(attrs, slog.Any("error", err))...)
 	}
@@ -333,6 +380,17 @@ func (w *Warmer) Warm(ctx context.Context, req cachekeys.WarmRequest) Outcome {
 }
 
 func (w *Warmer) warm(ctx context.Context, req cachekeys.WarmRequest) (Outcome, error) {
+	if err := ctx.Err(); err != nil {
+		return Dropped, err
+	}
+	out, err := w.attempt(ctx, req)
+	if out == Failed && ctx.Err() != nil {
+		return Dropped, err // cut off by the deadline, not failed by the source
+	}
+	return out, err
+}
+
+func (w *Warmer) attempt(ctx context.Context, req cachekeys.WarmRequest) (Outcome, error) {
 	var claim guard.Claim
 	if req.Key != "" {
 		var err error
@@ -345,7 +403,9 @@ func (w *Warmer) warm(ctx context.Context, req cachekeys.WarmRequest) (Outcome, 
 		return Shed, fmt.Errorf("circuit breaker open for %s", req.Host)
 	}
 	body, err := w.fetch(ctx, req)
-	b.record(err == nil, time.Now())
+	if ctx.Err() == nil { // a request cut off by the deadline says nothing of the host
+		b.record(err == nil, time.Now())
+	}
 	if err != nil {
 		return Failed, err
 	}

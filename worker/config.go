@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,6 +95,9 @@ type Config struct {
 	// master, re-read from the stream; they are not acked again. Negative
 	// turns the replay off. Defaults to 10s.
 	FailoverReplayWindow time.Duration
+	// Logger gets the worker's lines (start, stop, outages, dead letters).
+	// Defaults to a discarding logger.
+	Logger *slog.Logger
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -124,6 +128,9 @@ func (c Config) WithDefaults() Config {
 	c.HealthInterval = cmpOr(c.HealthInterval, DefaultHealthInterval)
 	c.StreamReplicas = cmpOr(c.StreamReplicas, 1)
 	c.FailoverReplayWindow = cmpOr(c.FailoverReplayWindow, DefaultFailoverReplayWindow)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	return c
 }
 

@@ -30,7 +30,8 @@ func TestStreamReplicasOnNATSCluster(t *testing.T) {
 		cfg := testConfig()
 		cfg.Stream, cfg.Subjects, cfg.StreamReplicas = name, []string{strings.ToLower(name) + ".>"}, 3
 		cfg.DeadLetterStream, cfg.DeadLetterPrefix = name+"_DLQ", strings.ToLower(name)+"dlq"
-		w, err := worker.New(cfg, worker.Deps{JetStream: js, Redis: h.rdb, Rules: h.rules, Logger: log})
+		cfg.Logger = log
+		w, err := worker.New(cfg, worker.Deps{JetStream: js, Redis: h.rdb, Rules: h.rules})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,7 +44,8 @@ func TestFailoverReplay(t *testing.T) {
 			rec, logs := newOutcomes(), &logRecorder{}
 			cfg := testConfig()
 			cfg.FailoverReplayWindow = tc.window
-			r := s.start(cfg, worker.Deps{Observer: rec, Logger: slog.New(logs)})
+			cfg.Logger = slog.New(logs)
+			r := s.start(cfg, worker.Deps{Observer: rec})
 			master, replica := s.master()
 			ctx := context.Background()
 

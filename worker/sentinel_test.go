@@ -153,7 +153,8 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 	rec, logs := newOutcomes(), &logRecorder{}
 	cfg := testConfig()
 	cfg.MaxDeliver = 2
-	r := s.start(cfg, worker.Deps{Observer: rec, Logger: slog.New(logs)})
+	cfg.Logger = slog.New(logs)
+	r := s.start(cfg, worker.Deps{Observer: rec})
 	master, replica := s.master()
 
 	ctx := context.Background()

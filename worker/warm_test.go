@@ -91,7 +91,7 @@ schedule:
 func startWarmer(t testing.TB, w *warm.Warmer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { w.Run(ctx); close(done) }()
+	go func() { _ = w.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
 
@@ -350,7 +350,7 @@ func TestScheduleRunsOncePerIntervalAcrossReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 2 {
 		warmer := newWarmer(t, h.rdb, warm.Config{}, nil, obs)
-		s := warm.NewScheduler(warmer, rules.Schedules(), nil)
+		s := warm.NewScheduler(warmer, rules.Schedules())
 		wg.Go(func() { s.Run(ctx) })
 	}
 	h.eventually("three refreshes", 15*time.Second, func() bool { return obs.get(warm.Stored) >= 3 })
@@ -379,7 +379,8 @@ func TestScheduleRunsOncePerIntervalAcrossReplicas(t *testing.T) {
 // newWarmer is warm.New for tests: an error fails the test.
 func newWarmer(tb testing.TB, rdb redis.UniversalClient, cfg warm.Config, log *slog.Logger, obs warm.Observer) *warm.Warmer {
 	tb.Helper()
-	w, err := warm.New(rdb, cfg, log, obs)
+	cfg.Logger = log
+	w, err := warm.New(rdb, cfg, obs)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -66,13 +66,12 @@ type Deps struct {
 	// Engine removes keys. Defaults to engine.NewRedis(Redis, engine.Config{})
 	// when Redis is a *redis.Client; required for other client types.
 	Engine engine.Engine
-	// Logger defaults to a discarding logger.
-	Logger *slog.Logger
 	// Observer is told of every outcome. Optional.
 	Observer Observer
 	// Warmer, when set, gets the warm requests of every applied event, and
-	// runs while the worker runs (it stops when Run's context ends). Its
-	// engine must advance generations (engine.Config.Generations). Optional.
+	// runs while the worker runs: Run drains it after the last event is
+	// settled, within ShutdownTimeout. Its engine must advance generations
+	// (engine.Config.Generations). Optional.
 	Warmer *warm.Warmer
 	// Scheduler, when set, runs while the worker runs. Optional.
 	Scheduler *warm.Scheduler
@@ -87,15 +86,12 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.JetStream == nil || d.Redis == nil || d.Rules == nil {
 		return nil, fmt.Errorf("%w: JetStream, Redis and Rules are required", ErrInvalidConfig)
 	}
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
 	if d.Engine == nil {
 		c, ok := d.Redis.(*redis.Client)
 		if !ok {
 			return nil, fmt.Errorf("%w: Engine is required with a %T", ErrInvalidConfig, d.Redis)
 		}
-		e, err := engine.NewRedis(c, engine.Config{Logger: d.Logger})
+		e, err := engine.NewRedis(c, engine.Config{Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
@@ -104,9 +100,9 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	if d.Observer == nil {
 		d.Observer = nopObserver{}
 	}
-	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: d.Logger, obs: d.Observer,
+	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: cfg.Logger, obs: d.Observer,
 		warmer: d.Warmer, sched: d.Scheduler, started: make(chan struct{})}
-	w.gate = newGate(d.Redis, d.Logger, d.Observer, cfg.HealthInterval)
+	w.gate = newGate(d.Redis, cfg.Logger, d.Observer, cfg.HealthInterval)
 	return w, nil
 }
 
@@ -211,8 +207,10 @@ func (w *Worker) ensureStream(ctx context.Context, sc jetstream.StreamConfig) er
 }
 
 // Run consumes events until ctx ends, then stops fetching, lets the events in
-// flight finish (at most ShutdownTimeout), acks them, and returns. Events not
-// finished by then are nak'ed and will be redelivered. Run waits for NATS
+// flight finish, acks them, lets the warmer make the warm requests queued,
+// and returns: at most ShutdownTimeout after ctx ended. Events not finished
+// by then are nak'ed and will be redelivered; warm requests not made are
+// counted warm.Dropped. Run waits for NATS
 // while it is unreachable at start; it returns nil after a clean shutdown and
 // an error only if the server refuses the streams or the consumer (subjects
 // that overlap another stream's, say).
@@ -243,8 +241,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		bg.Go(func() { rp.run(gateCtx) })
 	}
 	defer func() { stopGate(); bg.Wait() }()
-	if w.warmer != nil {
-		bg.Go(func() { w.warmer.Run(ctx) })
+	if w.warmer != nil { // on workCtx: it makes the warm requests of the drain
+		bg.Go(func() {
+			if err := w.warmer.Run(workCtx); err != nil {
+				w.log.Error("❌ warmer not run", slog.Any("error", err))
+			}
+		})
 	}
 	if w.sched != nil {
 		bg.Go(func() { w.sched.Run(ctx) })
@@ -260,6 +262,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.log.Info("🔧 stopping: fetching stopped, finishing events in flight", slog.Int64("in_flight", w.stats.busy.Load()))
 	p.Wait()
 	w.waits.Wait()
+	if w.warmer != nil {
+		// Every event is settled: the warmer makes the requests left, until
+		// ShutdownTimeout after ctx ended (then it counts the rest dropped).
+		w.log.Info("🔧 stopping: events settled, making the warm requests left")
+		w.warmer.Drain()
+	}
 	if ferr != nil {
 		w.log.Error("❌ worker stopped", slog.Any("error", ferr))
 		return ferr

@@ -148,7 +148,8 @@ func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	h.set("user:1000")
 	cfg := testConfig()
 	cfg.MaxDeliver = 2 // a pause must not burn deliveries
-	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{}), Logger: logs.logger()})
+	cfg.Logger = logs.logger()
+	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{})})
 	for i := range n / 3 {
 		h.publish("events.user.updated", map[string]any{"user_id": i})
 	}

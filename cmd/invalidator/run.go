@@ -89,6 +89,7 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	reg := prometheus.NewRegistry()
 	var w *worker.Worker
 	wcfg := cfg.Worker.WithDefaults()
+	wcfg.Logger = log
 	letters := deadletter.NewStore(js, wcfg.DeadLetterStream, wcfg.DeadLetterPrefix)
 	m := metrics.New(reg, metrics.Sources{
 		Stats:         func() worker.Stats { return w.Stats() },
@@ -112,18 +113,19 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 	}
 	defer eng.Close()
 	gstate := newGenerations(cfg.Generations, rules.Warms())
-	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Logger: log, Observer: m}
+	deps := worker.Deps{JetStream: js, Redis: rdb, Rules: rules, Engine: eng, Observer: m}
 	if rules.Warms() {
 		wc := cfg.Warm
 		wc.Env = cfg.WarmEnv
 		wc.Stamp = cfg.Generations == "on" // services read through package cache
-		if deps.Warmer, err = warm.New(rdb, wc, log, m); err != nil {
+		wc.Logger = log
+		if deps.Warmer, err = warm.New(rdb, wc, m); err != nil {
 			return usageError{err}
 		}
-		deps.Scheduler = warm.NewScheduler(deps.Warmer, rules.Schedules(), log)
+		deps.Scheduler = warm.NewScheduler(deps.Warmer, rules.Schedules())
 		log.Info("🔧 cache warming on", slog.Int("schedules", len(rules.Schedules())))
 	}
-	w, err = worker.New(cfg.Worker, deps)
+	w, err = worker.New(wcfg, deps)
 	if err != nil {
 		return usageError{err}
 	}

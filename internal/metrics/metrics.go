@@ -89,7 +89,7 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 	for _, o := range []worker.Outcome{worker.Applied, worker.Retried, worker.DeadLettered, worker.Unrouted, worker.Abandoned} {
 		m.events.WithLabelValues(string(o)) // export zeros, so rates work from the start
 	}
-	for _, o := range []warm.Outcome{warm.Stored, warm.Triggered, warm.SkippedStale, warm.Failed, warm.Shed, warm.SkippedUnsafe} {
+	for _, o := range []warm.Outcome{warm.Stored, warm.Triggered, warm.SkippedStale, warm.Failed, warm.Shed, warm.SkippedUnsafe, warm.Dropped} {
 		m.warms.WithLabelValues(string(o))
 	}
 	return m
