@@ -104,28 +104,47 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 	}
 	stop := w.keepAlive(ctx, work)
 	defer stop()
-	for try := 0; len(work) > 0; try++ {
-		jobs := make([]engine.Job, len(work))
-		for i, d := range work {
-			jobs[i] = engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
-		}
+	jobs := make([]engine.Job, len(work))
+	for i, d := range work {
+		jobs[i] = engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
+	}
+	w.retryApply(ctx, jobs, func(i int, res engine.Result) {
+		work[i].rep.Result.Add(res)
+		work[i].rep.Duration += res.Duration
+	}, func(i int, err error) {
+		work[i].rep.Err = err
+		w.finish(ctx, work[i], start)
+	})
+}
+
+// retryApply runs jobs through the engine until each has its outcome; the
+// handlers and the failover replay share it. A job that failed because
+// Redis is unreachable, or refuses a permission the worker needs, is
+// waited out: the gate pauses fetching (and says why) until Redis answers
+// or grants it, then the job runs again, at most maxTransientRetries
+// times. Our own EventTimeout is not an outage. each gets every attempt's
+// result of job i, done its final error (nil when applied; the gate's when
+// ctx ended during a wait) once. Both are called concurrently for
+// different jobs.
+func (w *Worker) retryApply(ctx context.Context, jobs []engine.Job, each func(i int, res engine.Result), done func(i int, err error)) {
+	idx := make([]int, len(jobs)) // the original index of each job still to run
+	for i := range idx {
+		idx[i] = i
+	}
+	for try := 0; len(jobs) > 0; try++ {
 		var (
 			mu     sync.Mutex
-			again  []*delivery
+			again  []int
 			denied error
 			anyOK  bool
 		)
 		actx, cancel := context.WithTimeout(ctx, w.cfg.EventTimeout)
 		w.engine.Apply(actx, jobs, func(i int, res engine.Result, err error) {
-			d := work[i]
-			d.rep.Result.Add(res)
-			d.rep.Duration += res.Duration
-			// An outage, or a permission the worker lacks, is waited out;
-			// our own EventTimeout is not an outage.
+			each(idx[i], res)
 			perm := permissionDenied(err)
 			if (transient(err) || perm) && actx.Err() == nil && ctx.Err() == nil && try < maxTransientRetries {
 				mu.Lock()
-				again = append(again, d)
+				again = append(again, i)
 				if perm {
 					denied = err
 				}
@@ -137,8 +156,7 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 				anyOK = true
 				mu.Unlock()
 			}
-			d.rep.Err = err
-			w.finish(ctx, d, start)
+			done(idx[i], err)
 		})
 		cancel()
 		if anyOK && denied == nil {
@@ -152,14 +170,17 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 		} else {
 			w.gate.Fail()
 		}
+		next, nextIdx := make([]engine.Job, len(again)), make([]int, len(again))
+		for k, i := range again {
+			next[k], nextIdx[k] = jobs[i], idx[i]
+		}
 		if err := w.gate.Wait(ctx); err != nil {
-			for _, d := range again {
-				d.rep.Err = err
-				w.finish(ctx, d, start)
+			for _, i := range nextIdx {
+				done(i, err)
 			}
 			return
 		}
-		work = again
+		jobs, idx = next, nextIdx
 	}
 }
 
@@ -192,7 +213,10 @@ func (w *Worker) keepAlive(ctx context.Context, work []*delivery) (stop func()) 
 func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
 	d.done.Store(true)
 	w.settle(ctx, d.msg, d.meta, &d.rep)
-	now := time.Now() // one clock read for the lag, the stats and the log
+	now := time.Now() // one clock read for the lag, the ack log, the stats and the log
+	if w.replayer != nil {
+		w.replayer.acked(&d.rep, now)
+	}
 	d.rep.Lag = lag(now, d.ev.Time, d.meta)
 	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.WarmSkipped) > 0 {
 		w.warmer.Skip(ctx, d.plan.WarmSkipped, slog.String("subject", d.msg.Subject()), slog.String("id", d.ev.ID))

@@ -104,9 +104,9 @@ type replayer struct {
 	shards *shardWatch
 }
 
-// newReplayer returns the replayer of w and routes w's outcomes through it,
-// or nil when w's client is neither a *redis.Client (a standalone server
-// or a Sentinel-managed master) nor a *redis.ClusterClient.
+// newReplayer returns the replayer of w, or nil when w's client is neither
+// a *redis.Client (a standalone server or a Sentinel-managed master) nor a
+// *redis.ClusterClient.
 func newReplayer(w *Worker) *replayer {
 	var r *replayer
 	switch c := w.rdb.(type) {
@@ -117,7 +117,6 @@ func newReplayer(w *Worker) *replayer {
 	default:
 		return nil
 	}
-	w.obs = ackObserver{Observer: w.obs, r: r}
 	return r
 }
 
@@ -136,23 +135,18 @@ func runID(ctx context.Context, c *redis.Client) (string, error) {
 	return "", errors.New("INFO server has no run_id")
 }
 
-// ackObserver records the acks of applied events, then tells the
-// worker's observer.
-type ackObserver struct {
-	Observer
-	r *replayer
-}
-
-func (o ackObserver) EventDone(rep Report) {
-	if rep.Outcome == Applied && rep.StreamSeq != 0 && o.r.w.cfg.FailoverReplayWindow > 0 {
-		now := time.Now().UnixNano()
-		keepFrom := o.r.seen.Load()
-		if keepFrom == 0 {
-			keepFrom = now
-		}
-		o.r.acks.add(ack{at: now, seq: rep.StreamSeq}, keepFrom-int64(o.r.w.cfg.FailoverReplayWindow))
+// acked records the ack of an applied event at now (finish calls it),
+// when the window is on.
+func (r *replayer) acked(rep *Report, now time.Time) {
+	window := r.w.cfg.FailoverReplayWindow
+	if rep.Outcome != Applied || rep.StreamSeq == 0 || window <= 0 {
+		return
 	}
-	o.Observer.EventDone(rep)
+	keepFrom := r.seen.Load()
+	if keepFrom == 0 {
+		keepFrom = now.UnixNano()
+	}
+	r.acks.add(ack{at: now.UnixNano(), seq: rep.StreamSeq}, keepFrom-int64(window))
 }
 
 // run asks the master's run_id every HealthInterval until ctx ends, and
@@ -283,35 +277,23 @@ func (w *Worker) replay(ctx context.Context, seqs []uint64) (replayStats, error)
 	return st, ctx.Err()
 }
 
-// reapply runs jobs through the engine, waiting out Redis outages as the
-// handlers do; it returns the keys removed and how many jobs failed.
+// reapply runs jobs through the engine, waiting out Redis outages and
+// refused permissions as the handlers do (retryApply); it returns the keys
+// removed and how many jobs failed.
 func (w *Worker) reapply(ctx context.Context, jobs []engine.Job) (removed int64, failed int) {
-	for try := 0; len(jobs) > 0; try++ {
-		var (
-			mu    sync.Mutex
-			again []engine.Job
-		)
-		actx, cancel := context.WithTimeout(ctx, w.cfg.EventTimeout)
-		w.engine.Apply(actx, jobs, func(i int, res engine.Result, err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			removed += res.Removed
-			switch {
-			case transient(err) && actx.Err() == nil && try < maxTransientRetries:
-				again = append(again, jobs[i])
-			case err != nil:
-				failed++
-				w.log.Warn("⚠️ failover replay of an event failed", slog.Any("error", err))
-			}
-		})
-		cancel()
-		if len(again) > 0 {
-			w.gate.Fail()
-			if w.gate.Wait(ctx) != nil {
-				return removed, failed + len(again)
-			}
+	var mu sync.Mutex
+	w.retryApply(ctx, jobs, func(_ int, res engine.Result) {
+		mu.Lock()
+		removed += res.Removed
+		mu.Unlock()
+	}, func(_ int, err error) {
+		if err == nil {
+			return
 		}
-		jobs = again
-	}
+		mu.Lock()
+		failed++
+		mu.Unlock()
+		w.log.Warn("⚠️ failover replay of an event failed", slog.Any("error", err))
+	})
 	return removed, failed
 }

@@ -60,7 +60,8 @@ func TestClusterFailoverReplay(t *testing.T) {
 			rec, logs := newOutcomes(), &logRecorder{}
 			cfg := testConfig()
 			cfg.FailoverReplayWindow = tc.window
-			r := h.start(cfg, worker.Deps{Redis: rdb, Engine: eng, Observer: rec, Logger: slog.New(logs)})
+			cfg.Logger = slog.New(logs)
+			r := h.start(cfg, worker.Deps{Redis: rdb, Engine: eng, Observer: rec})
 			h.eventually("the replayer watches the masters", 10*time.Second, func() bool {
 				return logs.find("watches the cluster's masters") != ""
 			})

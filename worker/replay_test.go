@@ -4,10 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 )
 
@@ -113,5 +116,58 @@ func TestFailoverReplay(t *testing.T) {
 				t.Errorf("stats %+v, want 1 applied and none dead-lettered", st)
 			}
 		})
+	}
+}
+
+// A permission refused during a failover replay pauses the replay as it
+// pauses the handlers (one retry loop serves both): the replay waits, the
+// worker says why it is paused, and once the permission is granted the
+// replay removes the key and reports no failure. The master change is a
+// restart (a new run_id); the worker's ACL user comes back without UNLINK.
+func TestRefusedPermissionPausesTheFailoverReplay(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	acl := func(rules ...any) {
+		t.Helper()
+		if err := h.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "invalidator"}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acl("on", ">pw", "~*", "+@all")
+	user := testserver.RedisClientAs(t, h.redis, "invalidator", "pw")
+	const key = "user:1"
+	h.set(key)
+	logs := &logRecorder{}
+	cfg := testConfig()
+	cfg.Logger = slog.New(logs)
+	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{})})
+	seq := h.publish("events.user.updated", map[string]any{"user_id": 1})
+	h.eventually("the event applied", 10*time.Second, func() bool { return r.w.Stats().Applied == 1 && !h.exists(key) })
+
+	// A new master: the key is back (as if its UNLINK was lost), and the
+	// worker's user may not UNLINK.
+	if err := h.redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.redis.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.set(key)
+	acl("on", ">pw", "~*", "+@all", "-unlink")
+	h.eventually("the replay paused with the reason", 20*time.Second, func() bool {
+		return logs.find("replaying") != "" && strings.Contains(r.w.Stats().Paused, "NOPERM")
+	})
+	if !h.exists(key) {
+		t.Fatal("the key went while UNLINK was refused")
+	}
+	if s := logs.find("failover replay"); s != "" {
+		t.Fatalf("the replay ended while UNLINK was refused: %s", s)
+	}
+	acl("+unlink")
+	h.eventually("the replay done once granted", 30*time.Second, func() bool {
+		return logs.find("failover replay done") != "" && !h.exists(key)
+	})
+	if s := logs.find("could not replay"); s != "" {
+		t.Errorf("the replay counted a failure: %s (seq %d)", s, seq)
 	}
 }

@@ -34,6 +34,9 @@ type Worker struct {
 	gate   *gate
 	warmer *warm.Warmer
 	sched  *warm.Scheduler
+	// replayer notes acks (finish) and replays them after a failover; nil
+	// on a client with many masters.
+	replayer *replayer
 	// waits runs the deliveries with patterns while they wait for a shared
 	// sweep, which can take a whole pass of the keyspace: they hold no
 	// handler meanwhile, so every pattern event in hand (MaxAckPending at
@@ -103,6 +106,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 	w := &Worker{cfg: cfg, js: d.JetStream, rdb: d.Redis, rules: d.Rules, engine: d.Engine, log: cfg.Logger, obs: d.Observer,
 		warmer: d.Warmer, sched: d.Scheduler, started: make(chan struct{})}
 	w.gate = newGate(d.Redis, cfg.Logger, d.Observer, cfg.HealthInterval)
+	w.replayer = newReplayer(w)
 	return w, nil
 }
 
@@ -237,8 +241,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	gateCtx, stopGate := context.WithCancel(workCtx)
 	bg.Go(func() { w.gate.run(gateCtx) })
-	if rp := newReplayer(w); rp != nil { // the failover replay window (replay.go)
-		bg.Go(func() { rp.run(gateCtx) })
+	if w.replayer != nil { // the failover replay window (replay.go)
+		bg.Go(func() { w.replayer.run(gateCtx) })
 	}
 	defer func() { stopGate(); bg.Wait() }()
 	if w.warmer != nil { // on workCtx: it makes the warm requests of the drain
