@@ -7,6 +7,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/invalidator/invalidator/internal/testserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // benchValue is a course analytics answer of about 1 KiB.
@@ -58,4 +61,33 @@ func BenchmarkGetHit(b *testing.B) {
 func p99(d []time.Duration) time.Duration {
 	slices.Sort(d)
 	return d[len(d)*99/100]
+}
+
+// BenchmarkGetMissDefaultLogger reads a missing key through a Cache made
+// with no WithLogger (so slog.Default(), as a service that does not choose
+// meets it), interleaved with a bare GET of a missing key, and reports the
+// mean of each and their ratio. Run it with stderr redirected to a file,
+// as a service's log would be.
+func BenchmarkGetMissDefaultLogger(b *testing.B) {
+	rdb := testserver.RedisClient(b, testserver.Redis(b))
+	c := mustNew(b, rdb)
+	ctx := context.Background()
+	var viaCache, bare time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		var v map[string]any
+		start := time.Now()
+		if found, err := c.Get(ctx, "cache:course_analytics:42:missing", &v); found || err != nil {
+			b.Fatal(found, err)
+		}
+		viaCache += time.Since(start)
+		start = time.Now()
+		if err := rdb.Get(ctx, "bare:course_analytics:42:missing").Err(); err != redis.Nil {
+			b.Fatal(err)
+		}
+		bare += time.Since(start)
+	}
+	b.ReportMetric(float64(viaCache.Nanoseconds())/float64(b.N), "cache-miss-ns")
+	b.ReportMetric(float64(bare.Nanoseconds())/float64(b.N), "bare-miss-ns")
+	b.ReportMetric(float64(viaCache)/float64(bare), "miss-ratio")
 }

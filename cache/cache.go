@@ -1,12 +1,14 @@
 package cache
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -28,11 +30,14 @@ var (
 	// checks (as for `invalidator purge`) or the rules' explicit.allow
 	// refuse.
 	ErrInvalidKey = errors.New("cache: invalid key or pattern")
-	// ErrUnsupportedTopology is returned by every operation of a Cache on
-	// a client other than *redis.Client (a standalone server or a Sentinel
-	// failover client) or *redis.ClusterClient, such as a Ring: its
-	// sharding is not one the worker invalidates.
-	ErrUnsupportedTopology = errors.New("cache: only a Redis server, a Sentinel master or a Redis Cluster is supported")
+	// ErrUnsupportedTopology is wrapped by New for a client other than
+	// *redis.Client (a standalone server or a Sentinel failover client)
+	// or *redis.ClusterClient, such as a Ring: its sharding is not one the
+	// worker invalidates. It is guard.ErrUnsupportedClient.
+	ErrUnsupportedTopology = guard.ErrUnsupportedClient
+	// ErrInvalidOption is wrapped by New for an option given input it
+	// refuses.
+	ErrInvalidOption = errors.New("cache: invalid option")
 )
 
 // Cache reads and fills JSON values in Redis through the invalidator's
@@ -40,20 +45,22 @@ var (
 // pattern, take effect for its readers as soon as the worker has handled
 // them. It is safe for concurrent use. See the package documentation.
 type Cache struct {
-	proto   *guard.Protocol // nil on an unsupported topology
-	eng     engine.Engine   // with generations, as the worker runs it
-	closer  io.Closer       // the engine's
+	proto   *guard.Protocol
+	eng     engine.Engine // with generations, as the worker runs it
+	closer  io.Closer     // the engine's
 	rules   *cachekeys.Rules
 	log     *slog.Logger
 	prefix  string
 	metrics *metrics
 	group   singleflight.Group
 	down    atomic.Bool // a Redis outage is being reported
-	marker  *marker     // nil on an unsupported topology
+	marker  *marker     // keeps guard.ProtocolMarkerKey alive
+	refused atomic.Bool // stale fills are being refused (reported once)
 }
 
-// Option configures a Cache.
-type Option func(*options)
+// Option configures a Cache; New returns the error of one given input it
+// refuses, wrapping ErrInvalidOption.
+type Option func(*options) error
 
 type options struct {
 	rules  *cachekeys.Rules
@@ -65,84 +72,98 @@ type options struct {
 // WithRules makes Delete and Clear refuse keys and patterns that the
 // rules' explicit.allow list does not cover, as the worker refuses them in
 // an events.cache.invalidate event. Defaults to no such check (the
-// template checks still apply).
-func WithRules(r *cachekeys.Rules) Option { return func(o *options) { o.rules = r } }
+// template checks still apply). r must not be nil.
+func WithRules(r *cachekeys.Rules) Option {
+	return func(o *options) error {
+		if r == nil {
+			return fmt.Errorf("%w: WithRules(nil)", ErrInvalidOption)
+		}
+		o.rules = r
+		return nil
+	}
+}
 
-// WithLogger sets the logger. Defaults to slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+// WithLogger sets the logger: a debug line per hit, miss, store and
+// delete, and a warning once per Redis outage and once per run of refused
+// stale fills. Defaults to slog.Default(); nil discards every line.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		o.log = cmp.Or(l, slog.New(slog.DiscardHandler))
+		return nil
+	}
+}
 
 // WithPrefix prepends prefix to every key and pattern the Cache touches.
-// Defaults to "" (keys are used as given).
-func WithPrefix(prefix string) Option { return func(o *options) { o.prefix = prefix } }
+// Defaults to "" (keys are used as given). A prefix with glob characters
+// (*?[]\) or white space is refused: it would widen every Clear.
+func WithPrefix(prefix string) Option {
+	return func(o *options) error {
+		if i := strings.IndexAny(prefix, "*?[]\\ \t\r\n"); i >= 0 {
+			return fmt.Errorf("%w: WithPrefix(%q): %q is not allowed in a key prefix", ErrInvalidOption, prefix, prefix[i])
+		}
+		o.prefix = prefix
+		return nil
+	}
+}
 
 // WithRegisterer registers the Cache's metrics (hits, misses, fills, stale
-// fills refused) with reg. Defaults to none.
-func WithRegisterer(reg prometheus.Registerer) Option { return func(o *options) { o.reg = reg } }
+// fills refused) with reg. Defaults to none. reg must not be nil.
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(o *options) error {
+		if reg == nil {
+			return fmt.Errorf("%w: WithRegisterer(nil)", ErrInvalidOption)
+		}
+		o.reg = reg
+		return nil
+	}
+}
 
 // New returns a Cache on rdb: a *redis.Client (a standalone server, or the
 // master through a Sentinel failover client) or a *redis.ClusterClient (the
-// protocol's cluster form, see package guard). On any other client, such
-// as a *redis.Ring, New logs one ❌ line and every operation returns
-// ErrUnsupportedTopology (Fetch too: it does not silently stop caching).
-// Call Close when done.
-func New(rdb redis.UniversalClient, opts ...Option) *Cache {
+// protocol's cluster form, see package guard). Any other client, such as a
+// *redis.Ring, is an error wrapping ErrUnsupportedTopology; an option given
+// input it refuses, one wrapping ErrInvalidOption. New does not touch
+// Redis. Call Close when done.
+func New(rdb redis.UniversalClient, opts ...Option) (*Cache, error) {
 	o := options{log: slog.Default()}
 	for _, opt := range opts {
-		opt(&o)
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
 	}
-	if o.log == nil {
-		o.log = slog.New(slog.DiscardHandler)
+	proto, err := guard.New(rdb)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
 	}
-	c := &Cache{rules: o.rules, log: o.log, prefix: o.prefix, metrics: newMetrics(o.reg, o.log)}
+	var eng interface {
+		engine.Engine
+		io.Closer
+	}
 	switch client := rdb.(type) {
 	case *redis.Client:
-		eng, err := engine.NewRedis(client, engine.Config{Generations: true})
-		if err != nil { // the config is valid: not reached
-			panic(err)
-		}
-		c.proto, c.eng, c.closer = mustProtocol(client), eng, eng
+		eng, err = engine.NewRedis(client, engine.Config{Generations: true})
 	case *redis.ClusterClient:
-		eng, err := engine.NewCluster(client, engine.Config{Generations: true})
-		if err != nil { // the config is valid: not reached
-			panic(err)
-		}
-		c.proto, c.eng, c.closer = mustProtocol(client), eng, eng
-	default:
-		c.log.Error("❌ cache: unsupported Redis client, every operation will fail", slog.String("client", fmt.Sprintf("%T", rdb)))
-		return c
+		eng, err = engine.NewCluster(client, engine.Config{Generations: true})
 	}
-	c.marker = &marker{rdb: rdb}
-	return c
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	return &Cache{proto: proto, eng: eng, closer: eng, rules: o.rules, log: o.log, prefix: o.prefix, metrics: newMetrics(o.reg, o.log),
+		marker: &marker{rdb: rdb}}, nil
 }
 
 // Close stops the engine's sweep, if one runs; a Clear in progress fails.
 // It does not close the Redis client. Safe to call more than once.
-func (c *Cache) Close() error {
-	if c.closer == nil {
-		return nil
-	}
-	return c.closer.Close()
-}
-
-func (c *Cache) client() (*guard.Protocol, error) {
-	if c.proto == nil {
-		return nil, ErrUnsupportedTopology
-	}
-	return c.proto, nil
-}
+func (c *Cache) Close() error { return c.closer.Close() }
 
 // Get reads key and decodes its JSON value into dst. found is false when
 // the key is missing or its value is older than an invalidation that
 // covers it (an exact key or a pattern handled by the worker since the
 // value was written): one round trip either way.
 func (c *Cache) Get(ctx context.Context, key string, dst any) (found bool, err error) {
-	proto, err := c.client()
-	if err != nil {
-		return false, err
-	}
 	c.marker.touch(ctx)
 	key = c.prefix + key
-	b, ok, err := proto.Read(ctx, key)
+	b, ok, err := c.proto.Read(ctx, key)
 	if err != nil {
 		return false, err
 	}
@@ -164,7 +185,7 @@ func (c *Cache) hit(ctx context.Context, key string) {
 
 func (c *Cache) miss(ctx context.Context, key string) {
 	c.metrics.misses.Inc()
-	c.log.InfoContext(ctx, "❌ cache miss", slog.String("key", key))
+	c.log.DebugContext(ctx, "❌ cache miss", slog.String("key", key))
 }
 
 // Set stores value as JSON under key for ttl, stamped with the key's
@@ -172,10 +193,6 @@ func (c *Cache) miss(ctx context.Context, key string) {
 // unconditional write: to store what a load returned, without ever storing
 // it after a newer invalidation, use Fetch.
 func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	proto, err := c.client()
-	if err != nil {
-		return err
-	}
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
@@ -185,10 +202,10 @@ func (c *Cache) Set(ctx context.Context, key string, value any, ttl time.Duratio
 		return fmt.Errorf("cache: encode %s: %w", key, err)
 	}
 	key = c.prefix + key
-	if err := proto.Set(ctx, key, b, ttl); err != nil {
+	if err := c.proto.Set(ctx, key, b, ttl); err != nil {
 		return err
 	}
-	c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
+	c.log.DebugContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
 	return nil
 }
 
@@ -204,9 +221,6 @@ func checkTTL(ttl time.Duration) error {
 // in flight for one of them does not store its value afterwards. It
 // returns how many keys existed.
 func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
-	if _, err := c.client(); err != nil {
-		return 0, err
-	}
 	job := engine.Job{}
 	for _, k := range keys {
 		job.Exact = append(job.Exact, c.prefix+k)
@@ -220,15 +234,11 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int64, error) {
 // Exists counts the keys that Get would find (a key named twice counts
 // twice, as with EXISTS), in one round trip.
 func (c *Cache) Exists(ctx context.Context, keys ...string) (int64, error) {
-	proto, err := c.client()
-	if err != nil {
-		return 0, err
-	}
 	full := make([]string, len(keys))
 	for i, k := range keys {
 		full[i] = c.prefix + k
 	}
-	return proto.Exists(ctx, full)
+	return c.proto.Exists(ctx, full)
 }
 
 // Clear removes every key matching pattern (a glob, checked like a rule
@@ -238,9 +248,6 @@ func (c *Cache) Exists(ctx context.Context, keys ...string) (int64, error) {
 // matching key at once, then one SCAN pass removes them. A pattern without
 // glob characters is one exact key. It returns the count removed.
 func (c *Cache) Clear(ctx context.Context, pattern string) (int64, error) {
-	if _, err := c.client(); err != nil {
-		return 0, err
-	}
 	pattern = c.prefix + pattern
 	t, err := cachekeys.ParseTemplate(pattern)
 	if err != nil {
@@ -285,16 +292,7 @@ func (c *Cache) invalidate(ctx context.Context, job engine.Job) (int64, error) {
 	if err != nil {
 		return res.Removed, fmt.Errorf("cache: invalidate: %w", err)
 	}
-	c.log.InfoContext(ctx, "🗑️ cache deleted", slog.Any("keys", job.Exact), slog.Any("patterns", job.Patterns),
+	c.log.DebugContext(ctx, "🗑️ cache deleted", slog.Any("keys", job.Exact), slog.Any("patterns", job.Patterns),
 		slog.Int64("removed", res.Removed))
 	return res.Removed, nil
-}
-
-// mustProtocol is guard.New on a client it supports.
-func mustProtocol(rdb redis.UniversalClient) *guard.Protocol {
-	p, err := guard.New(rdb)
-	if err != nil { // the client is supported: not reached
-		panic(err)
-	}
-	return p
 }

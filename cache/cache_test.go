@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"testing"
@@ -130,11 +129,37 @@ func TestUnsupportedTopology(t *testing.T) {
 	t.Parallel()
 	ring := redis.NewRing(&redis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}, HeartbeatFrequency: time.Hour})
 	defer ring.Close()
-	c := New(ring, WithLogger(slog.New(slog.DiscardHandler)))
-	if _, err := c.Get(t.Context(), "k:1", new(int)); !errors.Is(err, ErrUnsupportedTopology) {
-		t.Errorf("Get = %v", err)
+	if c, err := New(ring, WithLogger(slog.New(slog.DiscardHandler))); !errors.Is(err, ErrUnsupportedTopology) || c != nil {
+		t.Errorf("New(ring) = %v, %v; want ErrUnsupportedTopology", c, err)
 	}
-	if _, err := Fetch(t.Context(), c, "k:1", time.Second, func(context.Context) (int, error) { return 1, nil }); !errors.Is(err, ErrUnsupportedTopology) {
-		t.Errorf("Fetch = %v", err)
+}
+
+// Options that take input check it; New returns the first refusal.
+func TestInvalidOptions(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled: New does not touch Redis
+	defer rdb.Close()
+	for _, tt := range []struct {
+		name    string
+		given   Option
+		wantErr bool
+	}{
+		{"a plain prefix", WithPrefix("svc:"), false},
+		{"a glob in the prefix", WithPrefix("a*"), true},
+		{"a class in the prefix", WithPrefix("a[bc]:"), true},
+		{"a space in the prefix", WithPrefix("a b:"), true},
+		{"nil rules", WithRules(nil), true},
+		{"nil registerer", WithRegisterer(nil), true},
+		{"nil logger discards", WithLogger(nil), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(rdb, tt.given)
+			if tt.wantErr != errors.Is(err, ErrInvalidOption) || (err == nil) == (c == nil) {
+				t.Fatalf("New = %v, %v; want an error wrapping ErrInvalidOption: %v", c, err, tt.wantErr)
+			}
+			if c != nil {
+				_ = c.Close()
+			}
+		})
 	}
 }

@@ -42,7 +42,11 @@ var quiet = cache.WithLogger(slog.New(slog.DiscardHandler))
 func ExampleFetch() {
 	rdb, stop := exampleRedis()
 	defer stop()
-	c := cache.New(rdb, quiet)
+	c, err := cache.New(rdb, quiet)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer c.Close()
 	ctx := context.Background()
 	load := func(context.Context) (courseAnalytics, error) {
@@ -64,33 +68,53 @@ func ExampleFetch() {
 func ExampleCache_Clear() {
 	rdb, stop := exampleRedis()
 	defer stop()
-	c := cache.New(rdb, quiet, cache.WithPrefix("cache:"))
+	c, err := cache.New(rdb, quiet, cache.WithPrefix("cache:"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer c.Close()
 	ctx := context.Background()
-	_ = c.Set(ctx, "course_analytics:42:weekly", courseAnalytics{Course: "42"}, time.Minute)
-	_ = c.Set(ctx, "course_analytics:420:weekly", courseAnalytics{Course: "420"}, time.Minute)
+	fmt.Println(c.Set(ctx, "course_analytics:42:weekly", courseAnalytics{Course: "42"}, time.Minute))
+	fmt.Println(c.Set(ctx, "course_analytics:420:weekly", courseAnalytics{Course: "420"}, time.Minute))
 	n, err := c.Clear(ctx, "course_analytics:42:*")
 	fmt.Println("removed", n, err)
 	var a courseAnalytics
-	found42, _ := c.Get(ctx, "course_analytics:42:weekly", &a)
-	found420, _ := c.Get(ctx, "course_analytics:420:weekly", &a)
-	fmt.Println(found42, found420, a.Course)
+	found42, err42 := c.Get(ctx, "course_analytics:42:weekly", &a)
+	found420, err420 := c.Get(ctx, "course_analytics:420:weekly", &a)
+	fmt.Println(found42, err42, found420, err420, a.Course)
 	// Output:
+	// <nil>
+	// <nil>
 	// removed 1 <nil>
-	// false true 420
+	// false <nil> true <nil> 420
 }
 
-// Middleware caches the original app's GET endpoints.
+// Middleware caches the original app's GET endpoints: its routes, keys
+// and TTLs are the caller's, here those of the FastAPI guide's app.
 func ExampleMiddleware() {
 	rdb, stop := exampleRedis()
 	defer stop()
-	c := cache.New(rdb, quiet)
+	c, err := cache.New(rdb, quiet)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer c.Close()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v3/analytics/courses/{id}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"course":%q}`, r.PathValue("id"))
 	})
-	h := cache.Middleware(c, cache.SystemStatsRoute, cache.CourseAnalyticsRoute, cache.StudentRiskRoute)(mux)
+	mw, err := cache.Middleware(c,
+		cache.Route{Pattern: "/api/v3/system/stats", Key: "cache:system_stats:global", TTL: 30 * time.Second},
+		cache.Route{Pattern: "/api/v3/analytics/courses/{id}", Key: "cache:course_analytics:{id}", TTL: 60 * time.Second},
+		cache.Route{Pattern: "/api/v3/analytics/students/{id}", Key: "cache:student_risk:{id}", TTL: 45 * time.Second},
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	h := mw(mux)
 	for range 2 {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v3/analytics/courses/42", nil))

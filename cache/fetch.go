@@ -26,14 +26,9 @@ import (
 //     load and returns its result, with one ⚠️ line per outage (and one ✅
 //     line when Redis answers again). Errors of load are returned as they
 //     are; nothing is cached then.
-//
-// A Cache on an unsupported topology returns ErrUnsupportedTopology.
 func Fetch[T any](ctx context.Context, c *Cache, key string, ttl time.Duration, load func(context.Context) (T, error)) (T, error) {
 	var zero T
-	proto, err := c.client()
-	if err != nil {
-		return zero, err
-	}
+	proto := c.proto
 	if err := checkTTL(ttl); err != nil {
 		return zero, err
 	}
@@ -98,10 +93,18 @@ func fetchFill[T any](ctx context.Context, c *Cache, claim guard.Claim, ttl time
 		c.outage(ctx, err)
 	case stored:
 		c.metrics.fills.Inc()
-		c.log.InfoContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
+		c.log.DebugContext(ctx, "💾 cache stored", slog.String("key", key), slog.Duration("ttl", ttl))
+		if c.refused.Load() && c.refused.CompareAndSwap(true, false) {
+			c.log.DebugContext(ctx, "cache fills stored again after refused ones")
+		}
 	default:
 		c.metrics.refused.Inc()
-		c.log.InfoContext(ctx, "cache fill refused: invalidated while loading", slog.String("key", key))
+		if c.refused.CompareAndSwap(false, true) { // once until a fill is stored again
+			c.log.WarnContext(ctx, "⚠️ cache fill refused: the key was invalidated while loading (said once until a fill is stored)",
+				slog.String("key", key))
+		} else {
+			c.log.DebugContext(ctx, "cache fill refused: invalidated while loading", slog.String("key", key))
+		}
 	}
 	return v, nil
 }

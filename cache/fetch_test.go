@@ -253,8 +253,7 @@ func TestFetchWithoutRedis(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
 	logs := &logBuffer{}
-	c := New(rdb, WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
-	defer c.Close()
+	c := mustNew(t, rdb, WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	loads := 0
 	for range 5 {
 		v, err := Fetch(t.Context(), c, "cache:system_stats:global", time.Minute, func(context.Context) (int, error) {

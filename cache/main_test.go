@@ -17,6 +17,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// mustNew is New for tests: an error fails the test; the Cache is closed
+// at cleanup.
+func mustNew(tb testing.TB, rdb redis.UniversalClient, opts ...Option) *Cache {
+	tb.Helper()
+	c, err := New(rdb, opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // newTestCache starts a redis-server and returns a client and a Cache on
 // it, logging into a buffer the test can read.
 func newTestCache(tb testing.TB, opts ...Option) (*redis.Client, *Cache, *logBuffer) {
@@ -24,8 +36,7 @@ func newTestCache(tb testing.TB, opts ...Option) (*redis.Client, *Cache, *logBuf
 	rdb := testserver.RedisClient(tb, testserver.Redis(tb))
 	logs := &logBuffer{}
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
-	c := New(rdb, opts...)
-	tb.Cleanup(func() { _ = c.Close() })
+	c := mustNew(tb, rdb, opts...)
 	return rdb, c, logs
 }
 
@@ -59,11 +70,7 @@ func newCacheOn(tb testing.TB, rdb redis.UniversalClient, opts ...Option) (*Cach
 	tb.Helper()
 	logs := &logBuffer{}
 	opts = append([]Option{WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
-	c := New(rdb, opts...)
-	if c.proto == nil {
-		tb.Fatalf("no protocol for %T", rdb)
-	}
-	tb.Cleanup(func() { _ = c.Close() })
+	c := mustNew(tb, rdb, opts...)
 	return c, logs
 }
 

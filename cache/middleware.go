@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,22 +14,41 @@ import (
 
 // Route is one cached GET endpoint.
 type Route struct {
-	// Pattern is the path, with at most one {name} segment whose value
-	// names the key: "/api/v3/analytics/courses/{id}".
+	// Pattern is the path, with at most one {name} segment:
+	// "/api/v3/analytics/courses/{id}".
 	Pattern string
-	// Prefix names the keys: cache:<Prefix>:<value of the {name} segment>,
-	// or cache:<Prefix>:global for a pattern without one.
-	Prefix string
-	// TTL is how long a response stays cached.
+	// Key is the cache key of the answer, with Pattern's {name} where its
+	// value goes: "cache:course_analytics:{id}". A Pattern without a
+	// {name} segment has a Key without one. The Cache's WithPrefix comes
+	// before it.
+	Key string
+	// TTL is how long a response stays cached, at most 24 h.
 	TTL time.Duration
 }
 
-// Routes of the original app's cached endpoints.
-var (
-	SystemStatsRoute     = Route{Pattern: "/api/v3/system/stats", Prefix: "system_stats", TTL: 30 * time.Second}
-	CourseAnalyticsRoute = Route{Pattern: "/api/v3/analytics/courses/{id}", Prefix: "course_analytics", TTL: 60 * time.Second}
-	StudentRiskRoute     = Route{Pattern: "/api/v3/analytics/students/{id}", Prefix: "student_risk", TTL: 45 * time.Second}
-)
+// check reports what is wrong with rt, wrapping ErrInvalidOption.
+func (rt Route) check() error {
+	name := ""
+	for _, p := range strings.Split(rt.Pattern, "/") {
+		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
+			if name != "" {
+				return fmt.Errorf("%w: route %q has more than one {name} segment", ErrInvalidOption, rt.Pattern)
+			}
+			name = p
+		}
+	}
+	switch {
+	case !strings.HasPrefix(rt.Pattern, "/"):
+		return fmt.Errorf("%w: route pattern %q does not start with /", ErrInvalidOption, rt.Pattern)
+	case name != "" && strings.Count(rt.Key, name) != 1:
+		return fmt.Errorf("%w: route %q: key %q must hold %s once", ErrInvalidOption, rt.Pattern, rt.Key, name)
+	case name == "" && strings.ContainsAny(rt.Key, "{}"):
+		return fmt.Errorf("%w: route %q has no {name} segment, but key %q has one", ErrInvalidOption, rt.Pattern, rt.Key)
+	case strings.ContainsAny(strings.ReplaceAll(rt.Key, name, ""), "*?[]\\ "):
+		return fmt.Errorf("%w: route %q: key %q holds glob characters or spaces", ErrInvalidOption, rt.Pattern, rt.Key)
+	}
+	return checkTTL(rt.TTL)
+}
 
 // BypassHeader, set to "1" on a request, makes Middleware pass it to the
 // handler without reading or writing the cache (the warmer sends it).
@@ -41,8 +61,15 @@ const BypassHeader = "X-Cache-Bypass"
 // itself, as the warmer stores it. Other methods, other paths, requests
 // with a query string or BypassHeader, path values outside
 // [A-Za-z0-9_.-], and answers that are not 200 with a JSON body pass
-// through uncached. Answers carry X-Cache: HIT or MISS.
-func Middleware(c *Cache, routes ...Route) func(http.Handler) http.Handler {
+// through uncached. Answers carry X-Cache: HIT or MISS. A route that
+// Route's documentation refuses is an error wrapping ErrInvalidOption (or
+// ErrInvalidTTL).
+func Middleware(c *Cache, routes ...Route) (func(http.Handler) http.Handler, error) {
+	for _, rt := range routes {
+		if err := rt.check(); err != nil {
+			return nil, err
+		}
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			key, ttl, ok := cacheable(r, routes)
@@ -71,7 +98,7 @@ func Middleware(c *Cache, routes ...Route) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 			}
 		})
-	}
+	}, nil
 }
 
 // errUncacheable is the load error for an answer that is not cached; the
@@ -91,33 +118,32 @@ func cacheable(r *http.Request, routes []Route) (string, time.Duration, bool) {
 		return "", 0, false
 	}
 	for _, rt := range routes {
-		if id, ok := matchPath(rt.Pattern, r.URL.Path); ok {
-			return "cache:" + rt.Prefix + ":" + id, rt.TTL, true
+		if name, value, ok := matchPath(rt.Pattern, r.URL.Path); ok {
+			return strings.Replace(rt.Key, name, value, 1), rt.TTL, true
 		}
 	}
 	return "", 0, false
 }
 
-// matchPath matches path against pattern and returns the value of its
-// {name} segment, or "global" for a pattern without one.
-func matchPath(pattern, path string) (string, bool) {
+// matchPath matches path against pattern and returns its {name} segment
+// and the value path has there ("" for a pattern without one).
+func matchPath(pattern, path string) (name, value string, ok bool) {
 	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
 	if len(ps) != len(xs) {
-		return "", false
+		return "", "", false
 	}
-	id := "global"
 	for i, p := range ps {
 		switch {
 		case strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}"):
 			if !safeSegment(xs[i]) {
-				return "", false
+				return "", "", false
 			}
-			id = xs[i]
+			name, value = p, xs[i]
 		case p != xs[i]:
-			return "", false
+			return "", "", false
 		}
 	}
-	return id, true
+	return name, value, true
 }
 
 // safeSegment reports whether s is a non-empty key segment without glob

@@ -10,10 +10,19 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/engine"
+	"github.com/redis/go-redis/v9"
 )
+
+// testRoutes are the original app's cached endpoints.
+var testRoutes = []Route{
+	{Pattern: "/api/v3/system/stats", Key: "cache:system_stats:global", TTL: 30 * time.Second},
+	{Pattern: "/api/v3/analytics/courses/{id}", Key: "cache:course_analytics:{id}", TTL: 60 * time.Second},
+	{Pattern: "/api/v3/analytics/students/{id}", Key: "cache:student_risk:{id}", TTL: 45 * time.Second},
+}
 
 func TestMiddleware(t *testing.T) {
 	t.Parallel()
@@ -32,7 +41,11 @@ func TestMiddleware(t *testing.T) {
 	mux.HandleFunc("/api/v3/system/stats", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"call":%d}`, calls.Add(1))
 	})
-	srv := httptest.NewServer(Middleware(c, SystemStatsRoute, CourseAnalyticsRoute, StudentRiskRoute)(mux))
+	mw, err := Middleware(c, testRoutes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mw(mux))
 	defer srv.Close()
 	get := func(method, path string) (string, string, int) {
 		req, _ := http.NewRequestWithContext(t.Context(), method, srv.URL+path, nil)
@@ -70,8 +83,14 @@ func TestMiddleware(t *testing.T) {
 		t.Errorf("%d of the route keys exist, want 2", raw)
 	}
 	// Course 42 is updated: the worker applies the plan of its event.
-	rules, _ := cachekeys.Load("../testdata/rules.yaml")
-	plan, _ := rules.Plan("events.course.updated", map[string]any{"course_id": "42"})
+	rules, err := cachekeys.Load("../testdata/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rules.Plan("events.course.updated", map[string]any{"course_id": "42"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := engine.Invalidate(t.Context(), newEngine(t, rdb, engine.Config{}), engine.Job{Exact: plan.Exact, Patterns: plan.Patterns}); err != nil {
 		t.Fatal(err)
 	}
@@ -89,18 +108,42 @@ func TestMiddleware(t *testing.T) {
 func TestMatchPath(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		pattern, path, want string
-		ok                  bool
+		pattern, path, wantName, want string
+		ok                            bool
 	}{
-		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/42", "42", true},
-		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/", "", false},
-		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/4*2", "", false},
-		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/a:b", "", false},
-		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/42/x", "", false},
-		{"/api/v3/system/stats", "/api/v3/system/stats", "global", true},
+		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/42", "{id}", "42", true},
+		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/", "", "", false},
+		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/4*2", "", "", false},
+		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/a:b", "", "", false},
+		{"/api/v3/analytics/courses/{id}", "/api/v3/analytics/courses/42/x", "", "", false},
+		{"/api/v3/system/stats", "/api/v3/system/stats", "", "", true},
 	} {
-		if got, ok := matchPath(tc.pattern, tc.path); got != tc.want || ok != tc.ok {
-			t.Errorf("matchPath(%q, %q) = %q, %v; want %q, %v", tc.pattern, tc.path, got, ok, tc.want, tc.ok)
+		if name, got, ok := matchPath(tc.pattern, tc.path); name != tc.wantName || got != tc.want || ok != tc.ok {
+			t.Errorf("matchPath(%q, %q) = %q, %q, %v; want %q, %q, %v", tc.pattern, tc.path, name, got, ok, tc.wantName, tc.want, tc.ok)
 		}
+	}
+}
+
+// Routes that would cache different answers under one key, or under a
+// pattern, are refused.
+func TestMiddlewareRefusesBadRoutes(t *testing.T) {
+	t.Parallel()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	t.Cleanup(func() { _ = rdb.Close() })
+	c := mustNew(t, rdb)
+	for _, rt := range []Route{
+		{Pattern: "/courses/{id}", Key: "cache:course", TTL: time.Minute},         // every course under one key
+		{Pattern: "/stats", Key: "cache:stats:{id}", TTL: time.Minute},            // a name the path lacks
+		{Pattern: "/courses/{id}", Key: "cache:course:*:{id}", TTL: time.Minute},  // a glob
+		{Pattern: "/a/{x}/{y}", Key: "cache:{x}:{y}", TTL: time.Minute},           // two names
+		{Pattern: "courses/{id}", Key: "cache:course:{id}", TTL: time.Minute},     // not a path
+		{Pattern: "/courses/{id}", Key: "cache:course:{id}", TTL: 48 * time.Hour}, // outlives its generations
+	} {
+		if mw, err := Middleware(c, rt); err == nil || mw != nil {
+			t.Errorf("Middleware(%+v) = %v, nil; want an error", rt, err)
+		}
+	}
+	if _, err := Middleware(c, testRoutes...); err != nil {
+		t.Errorf("the original app's routes: %v", err)
 	}
 }

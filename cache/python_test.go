@@ -116,8 +116,7 @@ func TestPythonProtocol(t *testing.T) {
 // testPythonProtocol shares keys between Go's Cache on rdb and the Python
 // block run by python.
 func testPythonProtocol(t *testing.T, rdb redis.UniversalClient, python func(cmds ...string) []string) {
-	c := New(rdb, WithLogger(discard))
-	defer c.Close()
+	c := mustNew(t, rdb, WithLogger(discard))
 	ctx := t.Context()
 	if err := c.Set(ctx, "cache:course_analytics:42:weekly", map[string]int{"students": 31}, time.Minute); err != nil {
 		t.Fatal(err)

@@ -181,8 +181,7 @@ func scanPass(tb testing.TB, rdb *redis.Client) time.Duration {
 func measureVisibility(tb testing.TB, rdb *redis.Client, keyspace, budget int, viaWorker bool) visibility {
 	tb.Helper()
 	populate(tb, rdb, keyspace)
-	c := New(rdb, WithLogger(discard))
-	defer c.Close()
+	c := mustNew(tb, rdb, WithLogger(discard))
 	matching, others := keys("cache:course_analytics:42:", 0, matches), keys("cache:course_analytics:420:", matches, matches+otherKeys)
 	if h := readAll(tb, c, matching); h != matches {
 		tb.Fatalf("%d of %d keys hit before the invalidation", h, matches)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/events"
 )
 
@@ -11,13 +12,13 @@ func TestInvalidate(t *testing.T) {
 	t.Parallel()
 	p, stream := setup(t)
 	ctx := t.Context()
-	if err := events.Invalidate(ctx, p, []string{"user:123"}, []string{"user:123:*"}); err != nil {
+	if err := p.Invalidate(ctx, []string{"user:123"}, []string{"user:123:*"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := events.Invalidate(ctx, p, nil, []string{"cache:system_stats:*"}); err != nil {
+	if err := p.Invalidate(ctx, nil, []string{"cache:system_stats:*"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := events.Invalidate(ctx, p, nil, nil); err != nil {
+	if err := p.Invalidate(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := msgCount(t, stream); n != 2 {
@@ -36,8 +37,8 @@ func TestInvalidate(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, _ := json.Marshal(ev.Data)
-		if msg.Subject != events.InvalidateSubject || ev.Type != events.InvalidateSubject || string(got) != want {
-			t.Errorf("message %d: subject %q, type %q, data %s; want %q, %s", seq, msg.Subject, ev.Type, got, events.InvalidateSubject, want)
+		if msg.Subject != cachekeys.InvalidateSubject || ev.Type != cachekeys.InvalidateSubject || string(got) != want {
+			t.Errorf("message %d: subject %q, type %q, data %s; want %q, %s", seq, msg.Subject, ev.Type, got, cachekeys.InvalidateSubject, want)
 		}
 	}
 }

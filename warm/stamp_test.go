@@ -16,6 +16,7 @@ import (
 	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/warm"
+	"github.com/redis/go-redis/v9"
 )
 
 // courseSource starts a source that answers {"course":42,"version":2} and
@@ -37,8 +38,7 @@ func TestClusterStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
 	ctx := context.Background()
 	src, host := courseSource(t)
-	c := cache.New(rdb)
-	t.Cleanup(func() { _ = c.Close() })
+	c := newCache(t, rdb)
 	w, err := warm.New(rdb, warm.Config{Stamp: true}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +90,7 @@ func TestStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 	rdb := testserver.RedisClient(t, testserver.Redis(t))
 	ctx := context.Background()
 	src, host := courseSource(t)
-	c := cache.New(rdb)
-	t.Cleanup(func() { _ = c.Close() })
+	c := newCache(t, rdb)
 	for _, stamp := range []bool{true, false} {
 		w, err := warm.New(rdb, warm.Config{Stamp: stamp}, nil)
 		if err != nil {
@@ -129,4 +128,16 @@ func TestStampedWarmIsAHitForTheCachePackage(t *testing.T) {
 			t.Errorf("after the pattern invalidation: found %v, %v; want a miss", found, err)
 		}
 	}
+}
+
+// newCache is cache.New for tests: an error fails the test; the Cache is
+// closed at cleanup.
+func newCache(t *testing.T, rdb redis.UniversalClient) *cache.Cache {
+	t.Helper()
+	c, err := cache.New(rdb, cache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -82,7 +82,10 @@ func TestGenerationsAutoNoticesAProtocolReader(t *testing.T) {
 	}
 
 	// A service reads through the protocol.
-	c := cache.New(rdb, cache.WithLogger(nil))
+	c, err := cache.New(rdb, cache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
 	var v map[string]int
 	if _, err := c.Get(ctx, "cache:course_analytics:42:weekly", &v); err != nil {

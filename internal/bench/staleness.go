@@ -162,7 +162,10 @@ func stalenessRun(ctx context.Context, e *env, o options, rep *report, pg *serve
 	if err := waitConsumer(ctx, js, c.mode == "cdc", pool, db); err != nil {
 		return err
 	}
-	cc := newStalenessCache(e.rdb)
+	cc, err := newStalenessCache(e.rdb)
+	if err != nil {
+		return err
+	}
 	defer cc.Close()
 	res := &stalenessResult{commits: map[int][]commit{}}
 	acks := observeAcks(ctx, js, res, c.mode == "cdc")
@@ -194,7 +197,7 @@ func stalenessRun(ctx context.Context, e *env, o options, rep *report, pg *serve
 	return nil
 }
 
-func newStalenessCache(rdb *redis.Client) *cache.Cache {
+func newStalenessCache(rdb *redis.Client) (*cache.Cache, error) {
 	return cache.New(rdb, cache.WithLogger(slog.New(slog.DiscardHandler)))
 }
 
