@@ -45,8 +45,8 @@ func testGetSetDeleteExists(t *testing.T, rdb redis.UniversalClient) {
 	if n, err := c.Delete(ctx, "cache:course_analytics:42", "cache:course_analytics:43"); err != nil || n != 1 {
 		t.Fatalf("Delete = %d, %v; want 1", n, err)
 	}
-	if n, _ := c.Exists(ctx, "cache:course_analytics:42"); n != 0 {
-		t.Fatalf("Exists after Delete = %d", n)
+	if n, err := c.Exists(ctx, "cache:course_analytics:42"); err != nil || n != 0 {
+		t.Fatalf("Exists after Delete = %d, %v; want 0", n, err)
 	}
 	for _, s := range []string{"🔍 cache hit", "❌ cache miss", "💾 cache stored", "🗑️ cache deleted"} {
 		if logs.count(s) == 0 {
@@ -70,21 +70,40 @@ func TestGetStamp(t *testing.T) {
 
 func testGetStamp(t *testing.T, rdb redis.UniversalClient, c *Cache) {
 	ctx := t.Context()
-	rdb.Set(ctx, "cache:raw:1", `{"course":"1"}`, time.Minute)
+	const key = "cache:course_analytics:7:a"
+	// get asserts what Get finds, and that it found it without an error.
+	get := func(what string, want bool) {
+		t.Helper()
+		var v analytics
+		if found, err := c.Get(ctx, key, &v); err != nil || found != want {
+			t.Fatalf("%s: Get = %v, %v; want %v, nil", what, found, err, want)
+		}
+	}
+	// set stores the value through the protocol and checks it reads back.
+	set := func() {
+		t.Helper()
+		if err := c.Set(ctx, key, analytics{Course: "7"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		get("just stored", true)
+	}
+	if err := rdb.Set(ctx, "cache:raw:1", `{"course":"1"}`, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
 	var v analytics
-	if found, _ := c.Get(ctx, "cache:raw:1", &v); found {
-		t.Error("a value without a stamp was found")
+	if found, err := c.Get(ctx, "cache:raw:1", &v); err != nil || found {
+		t.Fatalf("a value without a stamp: Get = %v, %v; want a miss", found, err)
 	}
-	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
-	rdb.Set(ctx, guard.Key("cache:course_analytics:"), "another", time.Hour)
-	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
-		t.Error("a value older than its scope's generation was found")
+	set()
+	if err := rdb.Set(ctx, guard.Key("cache:course_analytics:"), "another", time.Hour).Err(); err != nil {
+		t.Fatal(err)
 	}
-	_ = c.Set(ctx, "cache:course_analytics:7:a", analytics{Course: "7"}, time.Minute)
-	rdb.Unlink(ctx, ownGeneration(rdb, "cache:course_analytics:7:a"))
-	if found, _ := c.Get(ctx, "cache:course_analytics:7:a", &v); found {
-		t.Error("a value whose own generation was removed was found")
+	get("a value older than its scope's generation", false)
+	set()
+	if n, err := rdb.Unlink(ctx, ownGeneration(rdb, key)).Result(); err != nil || n != 1 {
+		t.Fatalf("UNLINK of the own generation = %d, %v; want 1", n, err)
 	}
+	get("a value whose own generation was removed", false)
 }
 
 func TestClear(t *testing.T) {
@@ -109,8 +128,8 @@ func testClear(t *testing.T, c *Cache, rules *cachekeys.Rules) {
 	if n, err := c.Clear(ctx, "course_analytics:42:*"); err != nil || n != 2 {
 		t.Fatalf("Clear = %d, %v; want 2", n, err)
 	}
-	if n, _ := c.Exists(ctx, "course_analytics:42:a", "course_analytics:420:a"); n != 1 {
-		t.Fatalf("Exists after Clear = %d, want 1 (course 420 stays)", n)
+	if n, err := c.Exists(ctx, "course_analytics:42:a", "course_analytics:420:a"); err != nil || n != 1 {
+		t.Fatalf("Exists after Clear = %d, %v; want 1 (course 420 stays)", n, err)
 	}
 	for _, p := range []string{"course{id}:*", "x y:*", "[a:*"} {
 		if _, err := c.Clear(ctx, p); !errors.Is(err, ErrInvalidKey) {

@@ -59,7 +59,7 @@ func testFetchSharesOneLoad(t *testing.T, c *Cache) {
 		t.Fatalf("%d loads, want 1", n)
 	}
 	var v analytics
-	if found, _ := c.Get(t.Context(), "cache:course_analytics:42", &v); !found || v.Students != 7 {
+	if found, err := c.Get(t.Context(), "cache:course_analytics:42", &v); err != nil || !found || v.Students != 7 {
 		t.Fatalf("after Fetch: found %v, %+v", found, v)
 	}
 }

@@ -79,10 +79,14 @@ func (g *gate) Deny(err error) {
 			slog.String("missing", missingPermission(err)), slog.Any("error", err))
 	}
 	g.denied = err
-	g.deniedUntil = time.Now().Add(min(minDenyWait<<min(g.denials, 5), maxDenyWait))
-	g.denials++
 	select {
 	case <-g.up:
+		// The first refusal of a round (the gate was open: the first ever,
+		// or a retry refused again) starts the next wait; the other
+		// handlers refused in the same round find it closed and do not
+		// lengthen it.
+		g.deniedUntil = time.Now().Add(min(minDenyWait<<min(g.denials, 5), maxDenyWait))
+		g.denials++
 		g.up = make(chan struct{})
 		g.obs.RedisUp(false)
 	default:

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,7 +11,31 @@ import (
 	"github.com/invalidator/invalidator/internal/servers"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
+	"github.com/redis/go-redis/v9"
 )
+
+// clusterInfoCalls is how many CLUSTER INFO node has answered (INFO
+// commandstats).
+func clusterInfoCalls(t *testing.T, node *servers.Redis) int64 {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: node.Addr()})
+	defer rdb.Close()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_cluster|info:calls="); ok {
+			n, _, _ := strings.Cut(rest, ",")
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
+}
 
 // TestClusterMasterDownPausesConsumption runs the worker on a real
 // 3-master Redis Cluster (AOF on, so a stopped master keeps its keys) and
@@ -49,14 +74,32 @@ func TestClusterMasterDownPausesConsumption(t *testing.T) {
 	if err := down.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	h.eventually("the gate closes while a master is down", 10*time.Second, func() bool { return !r.w.Stats().RedisUp })
+	// The health probes (backing off from 100 ms) are the clock here: each
+	// asks every master for CLUSTER INFO, and a live one counts them. Two
+	// probes after the gate closed (300 ms), the fetch that was waiting
+	// then (FetchMaxWait, 200 ms) has returned; the events published from
+	// then on wait through three more.
+	live := c.Nodes()[0]
+	probes := clusterInfoCalls(t, live)
+	h.eventually("2 health probes while paused", 20*time.Second, func() bool { return clusterInfoCalls(t, live) >= probes+2 })
 	for i := events / 3; i < events; i++ {
 		h.publish("events.user.updated", map[string]any{"user_id": strconv.Itoa(i)})
 	}
-	h.eventually("the gate closes while a master is down", 10*time.Second, func() bool { return !r.w.Stats().RedisUp })
-	time.Sleep(1500 * time.Millisecond) // events wait through several health intervals and ack waits
+	probes = clusterInfoCalls(t, live)
+	h.eventually("3 more health probes while paused", 30*time.Second, func() bool { return clusterInfoCalls(t, live) >= probes+3 })
 	paused := r.w.Stats()
-	if paused.DeadLettered != 0 {
-		t.Fatalf("%d events dead-lettered while a master was down", paused.DeadLettered)
+	if paused.DeadLettered != 0 || paused.RedisUp {
+		t.Fatalf("while a master was down: %+v, want nothing dead-lettered and Redis down", paused)
+	}
+	// Fetching stopped: the events published while paused are all still
+	// in the stream.
+	cons, err := h.js.Consumer(ctx, "EVENTS", "invalidator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(ctx); err != nil || info.NumPending != events-events/3 {
+		t.Fatalf("consumer while paused: %+v, %v; want the %d events published meanwhile pending", info, err, events-events/3)
 	}
 	if err := down.Start(context.Background()); err != nil {
 		t.Fatal(err)

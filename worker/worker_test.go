@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,7 +150,8 @@ func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxDeliver = 2 // a pause must not burn deliveries
 	cfg.Logger = logs.logger()
-	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{})})
+	var gateOpens atomic.Int64
+	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{}), Observer: upCounter{&gateOpens}})
 	for i := range n / 3 {
 		h.publish("events.user.updated", map[string]any{"user_id": i})
 	}
@@ -162,7 +164,12 @@ func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	h.eventually("paused with the reason", 10*time.Second, func() bool {
 		return strings.Contains(r.w.Stats().Paused, "NOPERM") && strings.Contains(r.w.Stats().Paused, "unlink")
 	})
-	time.Sleep(3 * time.Second) // several retries come and go while refused
+	// Several retries come and go while refused: each opens the gate for
+	// the held events (RedisUp(true)), and Redis refuses them again.
+	opened := gateOpens.Load()
+	h.eventually("2 retries refused", 20*time.Second, func() bool {
+		return gateOpens.Load() >= opened+2 && strings.Contains(r.w.Stats().Paused, "NOPERM")
+	})
 	if s := r.w.Stats(); s.DeadLettered != 0 || s.Applied != n/3 {
 		t.Fatalf("while refused: %+v, want nothing dead-lettered and nothing more applied", s)
 	}
@@ -187,6 +194,16 @@ func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"missing":"NOPERM`) || logs.count("grants the worker's permissions again") != 1 {
 		t.Errorf("log does not name the missing permission or the recovery:\n%s", logs.String())
+	}
+}
+
+// upCounter counts the times the worker's gate opened.
+type upCounter struct{ n *atomic.Int64 }
+
+func (upCounter) EventDone(worker.Report) {}
+func (c upCounter) RedisUp(up bool) {
+	if up {
+		c.n.Add(1)
 	}
 }
 
