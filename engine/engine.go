@@ -8,9 +8,10 @@
 // for a single server (a standalone Redis or the master a Sentinel names).
 // Every engine passes the contract suite in package enginetest.
 //
-// The invalidation side of the warming guard lives here too (see
-// [GenerationKey]): an engine with [Config.Generations] set advances the
-// generation of every key and pattern scope before it removes anything.
+// The invalidation side of the generation guard lives here too (the
+// protocol and its keys are in package guard): an engine with
+// [Config.Generations] set removes the generation of every exact key and
+// gives every pattern's scope a fresh one before it removes anything.
 package engine
 
 import (

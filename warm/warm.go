@@ -1,9 +1,8 @@
 // Package warm fills cache keys again after their invalidation: a bounded,
 // coalescing queue of warm requests with per-host limits and circuit
-// breakers, the fill side of the generation guard (a value fetched before an
-// invalidation is never written after it), and a Scheduler that refreshes
-// global keys once per interval across replicas. The invalidation side of
-// the guard is in package engine.
+// breakers, writing through the generation guard (package guard: a value
+// fetched before an invalidation is never written after it), and a
+// Scheduler that refreshes global keys once per interval across replicas.
 package warm
 
 import (

@@ -1,7 +1,10 @@
 // Package worker consumes domain events from a JetStream durable consumer and
-// removes the Redis keys their rules name: a pool of handlers, the
-// SCAN/UNLINK engine, dead letters, and the Redis health gate that pauses
-// consumption during an outage.
+// has the Redis keys their rules name removed by an engine.Engine: the fetch
+// loop and the pool of handlers, acks, naks with backoff and
+// dead-lettering (through package deadletter), the Redis health gate that
+// pauses consumption during an outage or a refused permission, the
+// failover replay window, and the hand-off of warm requests to a
+// warm.Warmer after each ack.
 package worker
 
 import (
