@@ -68,8 +68,7 @@ type clusterNode struct {
 var ErrClosed = errors.New("engine closed")
 
 // NewCluster returns an engine on rdb, or an error wrapping
-// ErrInvalidConfig. Config.PerPattern is refused: per-pattern walks are a
-// single-node comparison.
+// ErrInvalidConfig.
 func NewCluster(rdb *redis.ClusterClient, cfg Config) (*Cluster, error) {
 	if rdb == nil {
 		return nil, fmt.Errorf("%w: NewCluster needs a cluster client", ErrInvalidConfig)
@@ -77,9 +76,6 @@ func NewCluster(rdb *redis.ClusterClient, cfg Config) (*Cluster, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.PerPattern {
-		return nil, fmt.Errorf("%w: PerPattern is not served on a Redis Cluster (one shared walk per master is)", ErrInvalidConfig)
 	}
 	return &Cluster{rdb: rdb, cfg: cfg, nodes: map[string]*clusterNode{}}, nil
 }
@@ -180,17 +176,12 @@ func atLeastVersion(v string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-// Invalidate removes the keys of one job.
-func (e *Cluster) Invalidate(ctx context.Context, job Job) (Result, error) {
-	return Invalidate(ctx, e, job)
-}
-
 // Apply implements Engine: the exact keys of every job (and with
 // Config.Generations the generations of every job) go first, in slot
 // groups; the exact-only jobs are then done; the pattern jobs all join the
 // sweeps of every master at once.
 func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
-	apply(ctx, jobs, done, 0, e.exactMany, e.sweep)
+	apply(ctx, jobs, done, e.exactMany, e.sweep)
 }
 
 // exactMany removes the exact keys of every job and returns each job's
@@ -239,7 +230,7 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 		if errs[i] != nil {
 			continue
 		}
-		removed[i], errs[i] = readCluster(jobs[i], cmds[i], counts[i])
+		removed[i], errs[i] = readJob(jobs[i], cmds[i], counts[i])
 	}
 	return removed, errs
 }
@@ -284,23 +275,6 @@ func generationKeys(keys []string) []string {
 		out[i] = guard.ClusterKey(k)
 	}
 	return out
-}
-
-// readCluster returns the count and first error of one job's commands.
-func readCluster(job Job, gens []redis.Cmder, unlinks []*redis.IntCmd) (int64, error) {
-	for _, g := range gens {
-		if err := g.Err(); err != nil {
-			return 0, fmt.Errorf("remove generations: %w", err)
-		}
-	}
-	var n int64
-	for _, c := range unlinks {
-		if err := c.Err(); err != nil {
-			return n, fmt.Errorf("unlink %d keys: %w", len(job.Exact), err)
-		}
-		n += c.Val()
-	}
-	return n, nil
 }
 
 // literalPatterns are the patterns without glob characters: each names one
@@ -507,7 +481,7 @@ func (e *Cluster) sweepNode(ctx context.Context, addr string, patterns []string)
 	if err != nil {
 		return Result{}, fmt.Errorf("sweep %s: %w", addr, err)
 	}
-	res, err := shared{n.walker}.Sweep(ctx, patterns)
+	res, err := walk(ctx, n.walker, patterns)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", addr, err)
 	}
@@ -541,9 +515,12 @@ func (e *Cluster) Preview(ctx context.Context, job Job, fn func(key string)) (Re
 		}
 	}
 	var mu sync.Mutex // res, from one goroutine per master
+	if len(job.Patterns) == 0 {
+		res.Duration = time.Since(start)
+		return res, nil
+	}
 	err := e.rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
-		s := &scanner{rdb: node, cfg: e.cfg, dry: true, fn: report}
-		r, err := s.Sweep(ctx, job.Patterns)
+		r, err := dryWalk(ctx, node, e.cfg.Sweep, job.Patterns, report)
 		mu.Lock()
 		res.Add(r)
 		mu.Unlock()

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -50,15 +51,15 @@ func TestClusterContract(t *testing.T) {
 }
 
 // A single-node engine is not given a cluster client (that does not
-// compile), and the cluster engine refuses what it cannot serve.
+// compile), and the cluster engine refuses a nil client and a bad config.
 func TestNewClusterRefuses(t *testing.T) {
 	if _, err := engine.NewCluster(nil, engine.Config{}); err == nil {
 		t.Error("NewCluster(nil) succeeded")
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer rdb.Close()
-	if _, err := engine.NewCluster(rdb, engine.Config{PerPattern: true}); err == nil {
-		t.Error("NewCluster with PerPattern succeeded")
+	if _, err := engine.NewCluster(rdb, engine.Config{ScanCount: -1}); !errors.Is(err, engine.ErrInvalidConfig) {
+		t.Errorf("NewCluster with ScanCount -1 = %v, want ErrInvalidConfig", err)
 	}
 }
 
@@ -105,7 +106,7 @@ func TestClusterGenerations(t *testing.T) {
 	filled := p + "s:7:x"
 	rdb.Set(ctx, guard.ClusterKey(filled), "tok", 0)
 	rdb.SAdd(ctx, guard.RegistryKey(p+"s:7:"), guard.Member("tok", filled))
-	res, err := e.Invalidate(ctx, engine.Job{Exact: keys})
+	res, err := engine.Invalidate(ctx, e, engine.Job{Exact: keys})
 	if err != nil || res.Removed != int64(len(keys)) {
 		t.Fatalf("Invalidate: removed %d, %v; want %d", res.Removed, err, len(keys))
 	}
@@ -114,7 +115,7 @@ func TestClusterGenerations(t *testing.T) {
 			t.Fatalf("%s or its generation is still there", k)
 		}
 	}
-	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
+	if _, err := engine.Invalidate(ctx, e, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := rdb.Exists(ctx, guard.ClusterKey(filled), guard.RegistryKey(p+"s:7:")).Val(); n != 0 {
@@ -126,7 +127,7 @@ func TestClusterGenerations(t *testing.T) {
 	if err != nil || first == "" || first == "0" {
 		t.Fatalf("scope generation after the pattern = %q, %v; want a token", first, err)
 	}
-	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
+	if _, err := engine.Invalidate(ctx, e, engine.Job{Patterns: []string{p + "s:7:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	if again := rdb.Get(ctx, guard.Key(p+"s:7:")).Val(); again == first {
@@ -158,7 +159,7 @@ func TestClusterSweepDuringReshard(t *testing.T) {
 		var res engine.Result
 		go func() {
 			var err error
-			res, err = e.Invalidate(ctx, engine.Job{Patterns: []string{gone + "*"}})
+			res, err = engine.Invalidate(ctx, e, engine.Job{Patterns: []string{gone + "*"}})
 			done <- err
 		}()
 		from, to := addrs[round%3], addrs[(round+1)%3]
@@ -257,7 +258,7 @@ func TestClusterNodeObservers(t *testing.T) {
 	for i := range 300 {
 		rdb.Set(ctx, "obs:"+strconv.Itoa(i), "v", 0)
 	}
-	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"obs:*"}}); err != nil {
+	if _, err := engine.Invalidate(ctx, e, engine.Job{Patterns: []string{"obs:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()

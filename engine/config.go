@@ -13,10 +13,9 @@ import (
 const (
 	// DefaultScanCount is the COUNT hint of each SCAN.
 	DefaultScanCount = 1000
-	// DefaultMaxScanCalls bounds one pattern sweep, a guard against a cursor that never ends.
+	// DefaultMaxScanCalls bounds one pass of the shared walk, a guard
+	// against a cursor that never ends.
 	DefaultMaxScanCalls = 1 << 22
-	// DefaultSweepConcurrency is how many patterns are swept at once.
-	DefaultSweepConcurrency = 4
 )
 
 // unlinkChunk caps the keys of one UNLINK command, so that no single
@@ -30,20 +29,13 @@ var ErrInvalidConfig = errors.New("invalid engine config")
 type Config struct {
 	// ScanCount is the COUNT hint for SCAN. Defaults to DefaultScanCount.
 	ScanCount int
-	// MaxScanCalls bounds the SCAN calls of one pattern sweep; a sweep that
-	// needs more fails with ErrSweepTooLong. Defaults to DefaultMaxScanCalls.
+	// MaxScanCalls bounds the SCAN calls of one pass of the shared walk; a
+	// pattern whose pass needs more fails with ErrSweepTooLong. Defaults to
+	// DefaultMaxScanCalls.
 	MaxScanCalls int
-	// SweepConcurrency is how many patterns are swept in parallel with
-	// PerPattern (the shared walk serves all at once). Defaults to
-	// DefaultSweepConcurrency.
-	SweepConcurrency int
-	// Logger gets a debug line per SCAN page. Defaults to a discarding logger.
+	// Logger gets the walk's lines (Sweep.Logger unless that is set).
+	// Defaults to a discarding logger.
 	Logger *slog.Logger
-	// PerPattern sweeps each pattern with a SCAN walk of its own, as the
-	// engine did before shared sweeps: every pattern of every event costs a
-	// pass over the keyspace. For comparison in benchmarks. Defaults to
-	// false: one shared walk (package sweep) serves every pattern in hand.
-	PerPattern bool
 	// Sweep configures the shared walk: its pace (Sweep.Budget, keys
 	// examined per second), the longest call it lets Redis spend
 	// (Sweep.MaxCallTime), and its metrics (Sweep.Observer). ScanCount, when
@@ -57,7 +49,7 @@ type Config struct {
 	// to nil.
 	NodeObserver func(node string) sweep.Observer
 	// Generations makes every job first advance the generation of each of
-	// its exact keys and of each pattern's scope (see GenerationKey), in the
+	// its exact keys and of each pattern's scope (see package guard), in the
 	// same round trip and before anything is removed: the invalidation side
 	// of the warmer's guard against writing a value fetched before the
 	// invalidation. Defaults to false (no warming).
@@ -69,7 +61,6 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	c.ScanCount = cmp.Or(c.ScanCount, DefaultScanCount)
 	c.MaxScanCalls = cmp.Or(c.MaxScanCalls, DefaultMaxScanCalls)
-	c.SweepConcurrency = cmp.Or(c.SweepConcurrency, DefaultSweepConcurrency)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -90,7 +81,6 @@ func (c Config) Validate() error {
 	}{
 		{"ScanCount", c.ScanCount},
 		{"MaxScanCalls", c.MaxScanCalls},
-		{"SweepConcurrency", c.SweepConcurrency},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("%w: %s is %d, must not be negative", ErrInvalidConfig, f.name, f.v)

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/invalidator/invalidator/engine/sweep"
+	"github.com/redis/go-redis/v9"
 	"github.com/sourcegraph/conc/pool"
 )
 
@@ -73,14 +75,14 @@ func Invalidate(ctx context.Context, e Engine, job Job) (Result, error) {
 	return res, err
 }
 
-// ErrSweepTooLong means a pattern sweep hit [Config.MaxScanCalls].
+// ErrSweepTooLong means a pass of the shared walk hit [Config.MaxScanCalls].
 var ErrSweepTooLong = errors.New("too many SCAN calls")
 
 // apply is the flow every engine's Apply shares: the exact keys of all
 // jobs first (exact), then the exact-only jobs are done, before any sweep
-// starts; then every pattern job is swept (sweep) in its own goroutine, at
-// most limit at once (0: no limit), and done as soon as it completes.
-func apply(ctx context.Context, jobs []Job, done func(int, Result, error), limit int,
+// starts; then every pattern job joins the shared walk (sweep) in its own
+// goroutine at once, and is done as soon as it completes.
+func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 	exact func(context.Context, []Job) ([]int64, []error), sweep func(context.Context, []string) (Result, error)) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
@@ -99,9 +101,6 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error), limit
 		sweeps = append(sweeps, i)
 	}
 	p := pool.New()
-	if limit > 0 {
-		p = p.WithMaxGoroutines(limit)
-	}
 	for _, i := range sweeps {
 		p.Go(func() {
 			res, err := sweep(ctx, jobs[i].Patterns)
@@ -111,6 +110,43 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error), limit
 		})
 	}
 	p.Wait()
+}
+
+// readJob returns the count and the first error of one job's commands: the
+// generation commands it depends on (gens), then its UNLINKs.
+func readJob(job Job, gens []redis.Cmder, unlinks []*redis.IntCmd) (int64, error) {
+	for _, g := range gens {
+		if err := g.Err(); err != nil {
+			return 0, fmt.Errorf("generations: %w", err)
+		}
+	}
+	var n int64
+	for _, c := range unlinks {
+		if err := c.Err(); err != nil {
+			return n, fmt.Errorf("unlink %d keys: %w", len(job.Exact), err)
+		}
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// walk has patterns served by the shared walk w.
+func walk(ctx context.Context, w *sweep.Walker, patterns []string) (Result, error) {
+	r, err := w.Sweep(ctx, patterns)
+	if errors.Is(err, sweep.ErrPassTooLong) {
+		err = fmt.Errorf("%w: %w", ErrSweepTooLong, err)
+	}
+	return Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}, err
+}
+
+// dryWalk reports to report every key of rdb that patterns match, in one
+// dry pass of a walk of its own (removing nothing).
+func dryWalk(ctx context.Context, rdb *redis.Client, cfg sweep.Config, patterns []string, report func(string)) (Result, error) {
+	cfg.Observer, cfg.DryRun = nil, report
+	dry := sweep.New(rdb, cfg)
+	defer dry.Close()
+	r, err := dry.Sweep(ctx, patterns)
+	return Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}, err
 }
 
 // serialized returns fn guarded by a mutex, so that a Preview's callback is

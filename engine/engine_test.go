@@ -34,19 +34,16 @@ func newRedis(tb testing.TB, cfg engine.Config) (*engine.Redis, *redis.Client) {
 }
 
 // TestContract runs the shared engine contract against the single-node
-// engine: with the shared walk and with one walk per pattern, without and
-// with generations (the two exact-key paths).
+// engine, without and with generations (the two exact-key paths).
 func TestContract(t *testing.T) {
-	for _, perPattern := range []bool{false, true} {
-		for _, gens := range []bool{false, true} {
-			t.Run("per-pattern="+strconv.FormatBool(perPattern)+",generations="+strconv.FormatBool(gens), func(t *testing.T) {
-				enginetest.Run(t, func(t *testing.T) enginetest.Setup {
-					e, rdb := newRedis(t, engine.Config{Generations: gens, PerPattern: perPattern})
-					t.Cleanup(func() { _ = e.Close() })
-					return enginetest.Setup{Engine: e, Client: rdb}
-				})
+	for _, gens := range []bool{false, true} {
+		t.Run("generations="+strconv.FormatBool(gens), func(t *testing.T) {
+			enginetest.Run(t, func(t *testing.T) enginetest.Setup {
+				e, rdb := newRedis(t, engine.Config{Generations: gens})
+				t.Cleanup(func() { _ = e.Close() })
+				return enginetest.Setup{Engine: e, Client: rdb}
 			})
-		}
+		})
 	}
 }
 
@@ -57,10 +54,9 @@ func TestConfig(t *testing.T) {
 		wantErr bool
 	}{
 		{name: "zero value", given: engine.Config{}},
-		{name: "all set", given: engine.Config{ScanCount: 10, MaxScanCalls: 5, SweepConcurrency: 1}},
+		{name: "all set", given: engine.Config{ScanCount: 10, MaxScanCalls: 5}},
 		{name: "negative ScanCount", given: engine.Config{ScanCount: -1}, wantErr: true},
 		{name: "negative MaxScanCalls", given: engine.Config{MaxScanCalls: -1}, wantErr: true},
-		{name: "negative SweepConcurrency", given: engine.Config{SweepConcurrency: -4}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,8 +73,7 @@ func TestConfig(t *testing.T) {
 		})
 	}
 	d := engine.Config{}.WithDefaults()
-	if d.ScanCount != engine.DefaultScanCount || d.MaxScanCalls != engine.DefaultMaxScanCalls ||
-		d.SweepConcurrency != engine.DefaultSweepConcurrency || d.Logger == nil {
+	if d.ScanCount != engine.DefaultScanCount || d.MaxScanCalls != engine.DefaultMaxScanCalls || d.Logger == nil {
 		t.Errorf("WithDefaults() = %+v", d)
 	}
 }
@@ -123,7 +118,7 @@ func TestGenerations(t *testing.T) {
 	if g := rdb.Get(ctx, guard.Key("user:3")).Val(); g != claimed["user:3"] {
 		t.Errorf("generation of user:3 moved to %q without an invalidation", g)
 	}
-	if _, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"user:10:*"}}); err != nil {
+	if _, err := engine.Invalidate(ctx, e, engine.Job{Patterns: []string{"user:10:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	if g := rdb.Get(ctx, k).Val(); g == first {
@@ -135,7 +130,7 @@ func TestGenerations(t *testing.T) {
 
 	plain, rdb2 := newRedis(t, engine.Config{})
 	rdb2.Set(ctx, "user:1", "a", 0)
-	if _, err := plain.Invalidate(ctx, engine.Job{Exact: []string{"user:1"}, Patterns: []string{"user:1:*"}}); err != nil {
+	if _, err := engine.Invalidate(ctx, plain, engine.Job{Exact: []string{"user:1"}, Patterns: []string{"user:1:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	if ks := rdb2.Keys(ctx, "*").Val(); len(ks) != 0 {
@@ -202,7 +197,7 @@ func TestSweepTooLong(t *testing.T) {
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.Invalidate(ctx, engine.Job{Patterns: []string{"k:*"}})
+	_, err := engine.Invalidate(ctx, e, engine.Job{Patterns: []string{"k:*"}})
 	if !errors.Is(err, engine.ErrSweepTooLong) {
 		t.Fatalf("error %v, want ErrSweepTooLong", err)
 	}
@@ -233,7 +228,7 @@ func TestCancelledDuringExactKeys(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		rdb.Set(t.Context(), "a:1", "v", 0)
-		_, err := e.Invalidate(ctx, engine.Job{Exact: []string{"a:1"}})
+		_, err := engine.Invalidate(ctx, e, engine.Job{Exact: []string{"a:1"}})
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("generations=%v: error %v, want context.Canceled", gens, err)
 		}

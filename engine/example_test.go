@@ -12,7 +12,7 @@ import (
 
 // The engine removes exact keys with UNLINK and pattern matches with
 // SCAN + UNLINK; course 420 is not course 42.
-func ExampleRedis_Invalidate() {
+func ExampleInvalidate() {
 	ctx := context.Background()
 	dir, _ := os.MkdirTemp("", "example-")
 	defer os.RemoveAll(dir)
@@ -24,15 +24,19 @@ func ExampleRedis_Invalidate() {
 	defer srv.Stop()
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer rdb.Close()
-	rdb.MSet(ctx, "cache:course_analytics:42", "a", "cache:course_analytics:42:summary", "b",
-		"cache:course_analytics:420", "c", "cache:course_analytics:420:summary", "d")
+	if err := rdb.MSet(ctx, "cache:course_analytics:42", "a", "cache:course_analytics:42:summary", "b",
+		"cache:course_analytics:420", "c", "cache:course_analytics:420:summary", "d").Err(); err != nil {
+		fmt.Println(err)
+		return
+	}
 
 	e, err := engine.NewRedis(rdb, engine.Config{})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	res, err := e.Invalidate(ctx, engine.Job{
+	defer e.Close()
+	res, err := engine.Invalidate(ctx, e, engine.Job{
 		Exact:    []string{"cache:course_analytics:42"},
 		Patterns: []string{"cache:course_analytics:42:*"},
 	})

@@ -32,7 +32,7 @@ import (
 // commands that go-redis routes by slot; a cluster engine must then make
 // sure that a generation is advanced before the keys are removed (a later
 // round trip, or generation keys in the key's slot).
-func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) []*redis.StatusCmd {
+func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) []redis.Cmder {
 	scopes := make([]string, 0, len(job.Patterns))
 	for _, p := range job.Patterns {
 		scopes = append(scopes, cachekeys.PatternScope(p))
@@ -41,7 +41,7 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 		slices.Sort(scopes)
 		scopes = slices.Compact(scopes)
 	}
-	cmds := make([]*redis.StatusCmd, len(scopes))
+	cmds := make([]redis.Cmder, len(scopes))
 	for i, s := range scopes {
 		cmds[i] = pipe.Set(ctx, guard.Key(s), token, guard.TTL)
 	}
@@ -54,14 +54,14 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 // cost as much as the removal itself. Queued before the keys' own UNLINK on
 // the same connection, it runs first: a fill that claimed before it finds
 // its token gone. An error fails every job of the batch (they are retried).
-func removeGenerations(ctx context.Context, pipe redis.Pipeliner, jobs []Job) []*redis.IntCmd {
+func removeGenerations(ctx context.Context, pipe redis.Pipeliner, jobs []Job) []redis.Cmder {
 	var gens []string
 	for _, job := range jobs {
 		for _, k := range job.Exact {
 			gens = append(gens, guard.Key(k))
 		}
 	}
-	var cmds []*redis.IntCmd
+	var cmds []redis.Cmder
 	for c := range slices.Chunk(gens, unlinkChunk) {
 		cmds = append(cmds, pipe.Unlink(ctx, c...))
 	}

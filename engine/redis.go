@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -13,14 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// sweeper removes every key matching any of patterns and blocks until they
-// are all complete. The per-pattern scanner below is one; a shared walker
-// (package engine/sweep) that serves every caller's patterns with one SCAN
-// pass per node is another, plugged in by NewRedis.
-type sweeper interface {
-	Sweep(ctx context.Context, patterns []string) (Result, error)
-}
-
 // Redis is the engine for a single Redis server: a standalone server, or
 // the master of a Sentinel set through a failover client. It takes a
 // *redis.Client only, so a Redis Cluster client (which this engine would
@@ -29,15 +20,13 @@ type sweeper interface {
 // Exact keys of all jobs of a batch go in one pipelined round trip (with
 // Config.Generations, the generations of every job go first in that same
 // round trip).
-// Each pattern is then swept page by page, every round trip carrying the
-// UNLINK of the previous page together with the next SCAN, so a sweep costs
-// one round trip per page and never holds more than one page in memory.
+// The patterns of every job then join one shared walk of the keyspace
+// (package engine/sweep), which serves them all with one SCAN pass.
 type Redis struct {
-	rdb     *redis.Client
-	cfg     Config
-	sweeper sweeper
-	walker  *sweep.Walker // nil with Config.PerPattern
-	gensOn  atomic.Bool   // EnableGenerations was called
+	rdb    *redis.Client
+	cfg    Config
+	walker *sweep.Walker
+	gensOn atomic.Bool // EnableGenerations was called
 }
 
 // EnableGenerations turns Config.Generations on for the jobs applied from
@@ -54,65 +43,32 @@ func NewRedis(rdb *redis.Client, cfg Config) (*Redis, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Redis{rdb: rdb, cfg: cfg}
-	if cfg.PerPattern {
-		e.sweeper = &scanner{rdb: rdb, cfg: cfg}
-		return e, nil
-	}
 	wcfg := cfg.Sweep
 	if cfg.NodeObserver != nil {
 		wcfg.Observer = cfg.NodeObserver(rdb.Options().Addr)
 	}
-	e.walker = sweep.New(rdb, wcfg)
-	e.sweeper = shared{e.walker}
-	return e, nil
+	return &Redis{rdb: rdb, cfg: cfg, walker: sweep.New(rdb, wcfg)}, nil
 }
 
 // Close stops the shared walk; Apply calls waiting for it fail with
 // sweep.ErrClosed. It is safe to call more than once.
-func (e *Redis) Close() error {
-	if e.walker == nil {
-		return nil
-	}
-	return e.walker.Close()
-}
+func (e *Redis) Close() error { return e.walker.Close() }
 
 // Sweeps reports the shared walk, for the ops endpoint: one status (this
-// engine has one node), none with Config.PerPattern.
-func (e *Redis) Sweeps() []sweep.Status {
-	if e.walker == nil {
-		return nil
-	}
-	return []sweep.Status{e.walker.Status()}
-}
+// engine has one node).
+func (e *Redis) Sweeps() []sweep.Status { return []sweep.Status{e.walker.Status()} }
 
-// shared adapts a sweep.Walker to sweeper.
-type shared struct{ w *sweep.Walker }
-
-func (s shared) Sweep(ctx context.Context, patterns []string) (Result, error) {
-	r, err := s.w.Sweep(ctx, patterns)
-	if errors.Is(err, sweep.ErrPassTooLong) {
-		err = fmt.Errorf("%w: %w", ErrSweepTooLong, err)
-	}
-	return Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}, err
-}
-
-// Invalidate removes the keys of one job.
-func (e *Redis) Invalidate(ctx context.Context, job Job) (Result, error) {
-	return Invalidate(ctx, e, job)
+// sweep has patterns served by the shared walk.
+func (e *Redis) sweep(ctx context.Context, patterns []string) (Result, error) {
+	return walk(ctx, e.walker, patterns)
 }
 
 // Apply implements Engine. The exact keys of all jobs (and, with
 // Config.Generations, the generations of every job) go in one pipelined
 // round trip; the jobs without patterns are then done, before any sweep
-// starts; the jobs with patterns all join the shared walk at once (with
-// Config.PerPattern, at most Config.SweepConcurrency are swept at once).
+// starts; the jobs with patterns all join the shared walk at once.
 func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, error)) {
-	limit := 0 // every pattern job joins the shared walk at once
-	if e.walker == nil {
-		limit = e.cfg.SweepConcurrency
-	}
-	apply(ctx, jobs, done, limit, e.exactMany, e.sweeper.Sweep)
+	apply(ctx, jobs, done, e.exactMany, e.sweep)
 }
 
 // exactMany removes the exact keys of every job in one round trip and
@@ -128,8 +84,8 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 		return removed, errs
 	}
 	pipe := e.rdb.Pipeline()
-	gens := make([][]*redis.StatusCmd, len(jobs))
-	var drops []*redis.IntCmd
+	gens := make([][]redis.Cmder, len(jobs))
+	var drops []redis.Cmder
 	if e.Generations() {
 		token := guard.NewToken()
 		for i, job := range jobs {
@@ -149,32 +105,13 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 		return removed, errs
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
-	for i := range jobs {
-		removed[i], errs[i] = e.readJob(jobs[i], gens[i], drops, cmds[i])
+	for i, job := range jobs {
+		if len(job.Exact) > 0 { // the batch's generation UNLINKs serve exact keys only
+			gens[i] = append(gens[i], drops...)
+		}
+		removed[i], errs[i] = readJob(job, gens[i], cmds[i])
 	}
 	return removed, errs
-}
-
-// readJob returns the count and the first error of one job's commands.
-func (e *Redis) readJob(job Job, gens []*redis.StatusCmd, drops, unlinks []*redis.IntCmd) (int64, error) {
-	for _, g := range gens {
-		if err := g.Err(); err != nil {
-			return 0, fmt.Errorf("advance generation: %w", err)
-		}
-	}
-	for _, d := range drops {
-		if err := d.Err(); err != nil && len(job.Exact) > 0 {
-			return 0, fmt.Errorf("remove generations: %w", err)
-		}
-	}
-	var n int64
-	for _, c := range unlinks {
-		if err := c.Err(); err != nil {
-			return n, fmt.Errorf("unlink %d keys: %w", len(job.Exact), err)
-		}
-		n += c.Val()
-	}
-	return n, nil
 }
 
 // exact removes keys in one round trip, in UNLINKs of at most unlinkChunk keys.
@@ -212,9 +149,7 @@ func unlink(ctx context.Context, rdb *redis.Client, keys []string) (int64, error
 // Preview reports what Invalidate would remove without removing anything
 // (and without advancing generations): fn is called with each existing
 // exact key and each key a pattern matches, once, all patterns served by
-// one dry pass (with Config.PerPattern, one pass per pattern, and a key
-// may be reported once per pattern that matches it). fn is never called
-// concurrently.
+// one dry pass. fn is never called concurrently.
 func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Result, error) {
 	start := time.Now()
 	report := serialized(fn)
@@ -224,18 +159,8 @@ func (e *Redis) Preview(ctx context.Context, job Job, fn func(key string)) (Resu
 		return Result{Removed: n, Duration: time.Since(start)}, err
 	}
 	var res Result
-	if e.walker != nil && len(job.Patterns) > 0 {
-		// One dry walk of its own serves every pattern in one pass.
-		cfg := e.cfg.Sweep
-		cfg.Observer, cfg.DryRun = nil, report
-		dry := sweep.New(e.rdb, cfg)
-		defer dry.Close()
-		var r sweep.Result
-		r, err = dry.Sweep(ctx, job.Patterns)
-		res = Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}
-	} else {
-		s := &scanner{rdb: e.rdb, cfg: e.cfg, dry: true, fn: report}
-		res, err = s.Sweep(ctx, job.Patterns)
+	if len(job.Patterns) > 0 {
+		res, err = dryWalk(ctx, e.rdb, e.cfg.Sweep, job.Patterns, report)
 	}
 	res.Removed += n
 	res.Duration = time.Since(start)

@@ -43,7 +43,7 @@ func TestClusterGuardRefusesAFillOvertaken(t *testing.T) {
 	for _, job := range []engine.Job{{Exact: []string{key}}, {Patterns: []string{"cache:course_analytics:*"}}, {Patterns: []string{"cache:*"}}} {
 		o := g.warmHeld(t, key, func() {
 			g.version.Add(1)
-			if _, err := g.eng.Invalidate(ctx, job); err != nil {
+			if _, err := engine.Invalidate(ctx, g.eng, job); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -78,7 +78,7 @@ func TestClusterWarmNeverWritesAStaleValue(t *testing.T) {
 		{Exact: []string{"cache:other"}, Patterns: []string{"cache:course_analytics:7"}},
 	}
 	g.raceWarms(t, g.rdb, key, func() error {
-		_, err := g.eng.Invalidate(ctx, jobs[rand.IntN(len(jobs))])
+		_, err := engine.Invalidate(ctx, g.eng, jobs[rand.IntN(len(jobs))])
 		return err
 	})
 }

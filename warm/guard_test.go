@@ -146,7 +146,7 @@ var exactForms = []struct {
 	invalidate func(ctx context.Context, g *guardRig, key string) error
 }{
 	{"engine", func(ctx context.Context, g *guardRig, key string) error {
-		_, err := g.eng.Invalidate(ctx, engine.Job{Exact: []string{key}})
+		_, err := engine.Invalidate(ctx, g.eng, engine.Job{Exact: []string{key}})
 		return err
 	}},
 	{"unlink-with-key", func(ctx context.Context, g *guardRig, key string) error {
@@ -243,7 +243,7 @@ func TestGuardNoABAOnAScopeGeneration(t *testing.T) {
 	ctx := t.Context()
 	out := g.warmHeld(t, "user:1:x", func() {
 		g.version.Add(1)
-		if _, err := g.eng.Invalidate(ctx, engine.Job{Patterns: []string{"user:1:*"}}); err != nil {
+		if _, err := engine.Invalidate(ctx, g.eng, engine.Job{Patterns: []string{"user:1:*"}}); err != nil {
 			t.Fatal(err)
 		}
 		g.rdb.Unlink(ctx, "user:1:", guard.Key("user:1:")) // an exact removal of "user:1:"
@@ -263,7 +263,7 @@ func TestGuardRaceEveryForm(t *testing.T) {
 	ctx := context.Background()
 	const key = "cache:course_analytics:7"
 	invalidations := append([]func() error{}, func() error {
-		_, err := g.eng.Invalidate(ctx, engine.Job{Patterns: []string{"cache:course_analytics:*"}})
+		_, err := engine.Invalidate(ctx, g.eng, engine.Job{Patterns: []string{"cache:course_analytics:*"}})
 		return err
 	})
 	for _, f := range exactForms {

@@ -33,13 +33,7 @@ func sharedEngineObserved(rdb *redis.Client, budget int, obs sweep.Observer) (en
 
 // perEventEngine sweeps the keyspace once per pattern of each event: what
 // the worker did before shared sweeps.
-func perEventEngine(rdb *redis.Client) engine.Engine {
-	e, err := engine.NewRedis(rdb, engine.Config{PerPattern: true})
-	if err != nil {
-		panic(err)
-	}
-	return e
-}
+func perEventEngine(rdb *redis.Client) engine.Engine { return perPattern{rdb: rdb} }
 
 // examinedCounter is a sweep.Observer that counts the keys examined and
 // logs each finished pass.
