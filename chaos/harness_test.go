@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,16 +129,11 @@ func (r *rig) stopNATS() {
 
 // environ is the worker's whole environment: nothing is inherited.
 func (r *rig) environ() []string {
-	return append([]string{
-		"REDIS_URL=" + r.redis.URL(),
-		"NATS_URL=" + r.natsURL(),
-		"INVALIDATOR_RULES=" + r.rules,
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
+	return testproc.WorkerEnv(r.redis.URL(), r.natsURL(), r.rules, append([]string{
 		"SHUTDOWN_TIMEOUT=10s",
 		"REDIS_SOCKET_TIMEOUT=1s",
 		"REDIS_SOCKET_CONNECT_TIMEOUT=1s",
-	}, r.env...)
+	}, r.env...)...)
 }
 
 // startWorker runs `invalidator run` and waits until it logs that it started.
@@ -257,7 +252,7 @@ func (r *rig) publish(subject, id string, data map[string]any, within time.Durat
 func (r *rig) setKeys(keys []string) {
 	r.t.Helper()
 	ctx := context.Background()
-	for chunk := range slicesChunk(keys, 1000) {
+	for chunk := range slices.Chunk(keys, 1000) {
 		pairs := make([]any, 0, 2*len(chunk))
 		for _, k := range chunk {
 			pairs = append(pairs, k, "v")
@@ -268,34 +263,13 @@ func (r *rig) setKeys(keys []string) {
 	}
 }
 
-// loadKeys writes n keys prefix<i>, with values of size bytes.
-func (r *rig) loadKeys(prefix string, n, size int) {
-	r.t.Helper()
-	ctx := context.Background()
-	val := strings.Repeat("v", size)
-	pipe := r.rdb.Pipeline()
-	pairs := make([]any, 0, 2000)
-	for i := range n {
-		pairs = append(pairs, prefix+strconv.Itoa(i), val)
-		if len(pairs) == cap(pairs) || i == n-1 {
-			pipe.MSet(ctx, pairs...)
-			pairs = make([]any, 0, 2000)
-		}
-		if pipe.Len() == 50 || i == n-1 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				r.t.Fatalf("load %s keys: %v", prefix, err)
-			}
-		}
-	}
-}
-
 // existing counts how many of keys exist.
 func (r *rig) existing(keys []string) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	pipe := r.rdb.Pipeline()
 	var cmds []*redis.IntCmd
-	for chunk := range slicesChunk(keys, 1000) {
+	for chunk := range slices.Chunk(keys, 1000) {
 		cmds = append(cmds, pipe.Exists(ctx, chunk...))
 	}
 	if len(cmds) == 0 {
@@ -311,21 +285,6 @@ func (r *rig) existing(keys []string) (int, error) {
 	return n, nil
 }
 
-// countMatch counts the keys matching pattern with SCAN.
-func (r *rig) countMatch(pattern string) int {
-	r.t.Helper()
-	ctx := context.Background()
-	n := 0
-	iter := r.rdb.Scan(ctx, 0, pattern, 10000).Iterator()
-	for iter.Next(ctx) {
-		n++
-	}
-	if err := iter.Err(); err != nil {
-		r.t.Fatal(err)
-	}
-	return n
-}
-
 // waitApplied polls until none of keys exist and the consumer is drained,
 // or within has passed; it returns when that happened (zero on timeout).
 func (r *rig) waitApplied(keys []string, within time.Duration) time.Time {
@@ -337,16 +296,6 @@ func (r *rig) waitApplied(keys []string, within time.Duration) time.Time {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Time{}
-}
-
-func slicesChunk[T any](s []T, n int) func(func([]T) bool) {
-	return func(yield func([]T) bool) {
-		for i := 0; i < len(s); i += n {
-			if !yield(s[i:min(i+n, len(s))]) {
-				return
-			}
-		}
-	}
 }
 
 // lagSampler polls the consumer every 100ms and keeps the peak of

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/internal/testproc"
+	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -202,8 +203,8 @@ func testKillMidSweep(t *testing.T) {
 	n := pick(20_000, 100_000)
 	budget := n / 3 // a pass takes about 3 s
 	r := newRig(t, false, nil, "ACK_WAIT=2s", "SCAN_BUDGET="+strconv.Itoa(budget))
-	r.loadKeys("bulk:b1:", n, 1)
-	r.loadKeys("other:", n/10, 1)
+	testserver.LoadKeys(r.t, r.rdb, "bulk:b1:", n, 1)
+	testserver.LoadKeys(r.t, r.rdb, "other:", n/10, 1)
 	canaries := []string{"bulk:b1", "bulk:b1x:0", "bulk:b10:0", "bulk:b2:0", "bulk:b:1", "bulk:B1:0"}
 	r.setKeys(canaries)
 	ctx := context.Background()
@@ -227,7 +228,7 @@ func testKillMidSweep(t *testing.T) {
 	}
 	// The whole keyspace stands for the event: lost if any bulk:b1:* key survives.
 	r.finish(&row, nil, canaries, faultEnd, lag, 120*time.Second)
-	if r.countMatch("bulk:b1:*") > 0 {
+	if testserver.CountKeys(r.t, r.rdb, "bulk:b1:*") > 0 {
 		row.lost = 1
 	}
 	row.applied = row.published - row.lost
@@ -337,7 +338,7 @@ func testRedisFull(t *testing.T) {
 	r := newRig(t, false, nil)
 	b := newBatch("m", n)
 	r.prepare(b)
-	r.loadKeys("fill:", 40_000, 100)
+	testserver.LoadKeys(r.t, r.rdb, "fill:", 40_000, 100)
 	ctx := context.Background()
 	for _, kv := range [][2]string{{"maxmemory-policy", "noeviction"}, {"maxmemory", "2mb"}} {
 		if err := r.rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
@@ -366,7 +367,7 @@ func testSlowHandler(t *testing.T) {
 	n, secs := pick(6000, 20_000), pick(6, 10)
 	budget := n / secs
 	r := newRig(t, false, nil, "ACK_WAIT=2s", "SCAN_BUDGET="+strconv.Itoa(budget))
-	r.loadKeys("bulk:slow:", n, 1)
+	testserver.LoadKeys(r.t, r.rdb, "bulk:slow:", n, 1)
 	canaries := []string{"bulk:slow", "bulk:slowx:0", "bulk:slo:0"}
 	r.setKeys(canaries)
 	r.startWorker()
@@ -375,7 +376,7 @@ func testSlowHandler(t *testing.T) {
 	if _, err := r.publish("events.bulk.updated", "slow-1", map[string]any{"bulk_id": "slow"}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the slow sweep to finish", 120*time.Second, func() bool { return r.countMatch("bulk:slow:*") == 0 && r.drained() })
+	waitFor(t, "the slow sweep to finish", 120*time.Second, func() bool { return testserver.CountKeys(r.t, r.rdb, "bulk:slow:*") == 0 && r.drained() })
 	took := time.Since(began)
 	row := row{name: "7. handler slower than ACK_WAIT", published: 1}
 	r.finish(&row, nil, canaries, time.Time{}, lag, 10*time.Second)
@@ -409,7 +410,7 @@ func testMaxAckPending(t *testing.T) {
 		r.setKeys(ks)
 	}
 	r.setKeys(canaries)
-	r.loadKeys("fill:", pick(5000, 20_000), 1)
+	testserver.LoadKeys(r.t, r.rdb, "fill:", pick(5000, 20_000), 1)
 	// A worker starts and stops, so the stream and the consumer exist; the
 	// backlog is published while no worker runs.
 	if code := r.startWorker().Stop(t, 20*time.Second); code != 0 {

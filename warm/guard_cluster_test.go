@@ -10,27 +10,14 @@ import (
 	"github.com/invalidator/invalidator/guard"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/warm"
-	"github.com/redis/go-redis/v9"
 )
 
-// clusterRig is guardRig on a real 3-master Redis Cluster: a held warmer
-// and a cluster engine with generations on one cluster client.
-type clusterRig struct {
-	*heldWarmer
-	rdb *redis.ClusterClient
-	eng *engine.Cluster
-}
-
-func newClusterRig(t *testing.T) *clusterRig {
+// newClusterRig is the rig on a real 3-master Redis Cluster.
+func newClusterRig(t *testing.T) *guardRig {
 	t.Helper()
-	g := &clusterRig{rdb: testserver.ClusterClient(t, testserver.RedisCluster(t, 3))}
-	g.heldWarmer = newHeldWarmer(t, g.rdb)
-	var err error
-	if g.eng, err = engine.NewCluster(g.rdb, engine.Config{Generations: true}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = g.eng.Close() })
-	return g
+	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
+	eng, err := engine.NewCluster(rdb, engine.Config{Generations: true})
+	return newRig(t, rdb, eng, err)
 }
 
 // A fill overtaken by an exact or a pattern invalidation on the cluster is
@@ -62,11 +49,10 @@ func TestClusterGuardRefusesAFillOvertaken(t *testing.T) {
 	}
 }
 
-// TestClusterWarmNeverWritesAStaleValue is TestWarmNeverWritesAStaleValue
-// (worker) and TestGuardRaceEveryForm on the cluster: a held source races
-// an invalidation over 200 interleavings, the invalidation an exact key or
-// a pattern over it through the cluster engine; the key always ends absent
-// or holding the newer value.
+// TestClusterWarmNeverWritesAStaleValue is TestGuardRaceEveryForm on the
+// cluster: a held source races an invalidation over 200 interleavings, the
+// invalidation an exact key or a pattern over it through the cluster
+// engine; the key always ends absent or holding the newer value.
 func TestClusterWarmNeverWritesAStaleValue(t *testing.T) {
 	g := newClusterRig(t)
 	ctx := context.Background()

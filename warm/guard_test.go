@@ -3,6 +3,7 @@ package warm_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -118,24 +119,33 @@ func (h *heldWarmer) raceWarms(t *testing.T, rdb redis.UniversalClient, key stri
 	}
 }
 
-// guardRig is a Redis server, a held warmer on it and an engine with
-// generations.
+// guardRig is a Redis deployment, a held warmer on it and an engine with
+// generations: one server (newGuardRig) or a cluster (newClusterRig).
 type guardRig struct {
 	*heldWarmer
-	rdb *redis.Client
-	eng *engine.Redis
+	rdb redis.UniversalClient
+	eng engine.Engine
 }
 
-func newGuardRig(t *testing.T) *guardRig {
+// newRig makes the rig on rdb with eng (closed at cleanup), or fails on err.
+func newRig[E interface {
+	engine.Engine
+	io.Closer
+}](t *testing.T, rdb redis.UniversalClient, eng E, err error) *guardRig {
 	t.Helper()
-	g := &guardRig{rdb: testserver.RedisClient(t, testserver.Redis(t))}
-	g.heldWarmer = newHeldWarmer(t, g.rdb)
-	var err error
-	if g.eng, err = engine.NewRedis(g.rdb, engine.Config{Generations: true}); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = g.eng.Close() })
-	return g
+	t.Cleanup(func() { _ = eng.Close() })
+	return &guardRig{heldWarmer: newHeldWarmer(t, rdb), rdb: rdb, eng: eng}
+}
+
+// newGuardRig is the rig on one redis-server.
+func newGuardRig(t *testing.T) *guardRig {
+	t.Helper()
+	rdb := testserver.RedisClient(t, testserver.Redis(t))
+	eng, err := engine.NewRedis(rdb, engine.Config{Generations: true})
+	return newRig(t, rdb, eng, err)
 }
 
 // The ways an invalidation can invalidate an exact key's generation: the
@@ -264,6 +274,9 @@ func TestGuardRaceEveryForm(t *testing.T) {
 	const key = "cache:course_analytics:7"
 	invalidations := append([]func() error{}, func() error {
 		_, err := engine.Invalidate(ctx, g.eng, engine.Job{Patterns: []string{"cache:course_analytics:*"}})
+		return err
+	}, func() error { // an event's plan: the key and its sub-keys
+		_, err := engine.Invalidate(ctx, g.eng, engine.Job{Exact: []string{key}, Patterns: []string{key + ":*"}})
 		return err
 	})
 	for _, f := range exactForms {

@@ -75,6 +75,22 @@ func newHarnessOn(t testing.TB, js jetstream.JetStream, ropts ...testserver.Redi
 	return &harness{t: t, redis: r, rdb: testserver.RedisClient(t, r), js: js, pub: pub, rules: rules}
 }
 
+// acl sets the ACL rules of the user "invalidator" (password "pw").
+func (h *harness) acl(rules ...any) {
+	h.t.Helper()
+	if err := h.rdb.Do(context.Background(), append([]any{"ACL", "SETUSER", "invalidator"}, rules...)...).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// user creates the user "invalidator" with every permission and returns a
+// client logged in as it; acl changes its permissions.
+func (h *harness) user() *redis.Client {
+	h.t.Helper()
+	h.acl("on", ">pw", "~*", "+@all")
+	return testserver.RedisClientAs(h.t, h.redis, "invalidator", "pw")
+}
+
 // testConfig is a worker config with short delays, for tests.
 func testConfig() worker.Config { return testserver.WorkerConfig() }
 

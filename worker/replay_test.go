@@ -10,7 +10,6 @@ import (
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/servers"
-	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 )
 
@@ -129,14 +128,8 @@ func TestFailoverReplay(t *testing.T) {
 func TestRefusedPermissionPausesTheFailoverReplay(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	acl := func(rules ...any) {
-		t.Helper()
-		if err := h.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "invalidator"}, rules...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acl("on", ">pw", "~*", "+@all")
-	user := testserver.RedisClientAs(t, h.redis, "invalidator", "pw")
+	acl := h.acl
+	user := h.user()
 	const key = "user:1"
 	h.set(key)
 	logs := &logRecorder{}

@@ -132,15 +132,8 @@ func TestBadEventsAreDeadLetteredAndRemoveNothing(t *testing.T) {
 // permission is granted back, every event is applied.
 func TestRefusedPermissionPausesThenResumes(t *testing.T) {
 	h := newHarness(t)
-	ctx := context.Background()
-	acl := func(rules ...any) {
-		t.Helper()
-		if err := h.rdb.Do(ctx, append([]any{"ACL", "SETUSER", "invalidator"}, rules...)...).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acl("on", ">pw", "~*", "+@all")
-	user := testserver.RedisClientAs(t, h.redis, "invalidator", "pw")
+	acl := h.acl
+	user := h.user()
 	var logs syncLog
 	const n = 30
 	for i := range n {

@@ -63,14 +63,8 @@ func TestDevExampleWorksWhenPasted(t *testing.T) {
 	const password = "d3v-Pa55word"
 	redisAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	p := testproc.Start(t, []string{
-		"PATH=" + os.Getenv("PATH"),
-		"REDIS_URL=redis://:" + password + "@" + redisAddr + "/0",
-		"NATS_URL=" + natsURL,
-		"INVALIDATOR_RULES=" + absRules(t),
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
-	}, "dev")
+	p := testproc.Start(t, testproc.WorkerEnv("redis://:"+password+"@"+redisAddr+"/0", natsURL, absRules(t),
+		"PATH="+os.Getenv("PATH")), "dev")
 	p.WaitLog(t, "invalidator dev is ready", 30*time.Second)
 	p.WaitLog(t, "worker started", 30*time.Second)
 
@@ -129,13 +123,7 @@ func TestDevWarnsAboutARunningNATS(t *testing.T) {
 	t.Parallel()
 	r := testserver.Redis(t)
 	ns := testserver.NATS(t)
-	p := testproc.Start(t, []string{
-		"REDIS_URL=" + r.URL(),
-		"NATS_URL=" + ns.ClientURL(),
-		"INVALIDATOR_RULES=" + absRules(t),
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
-	}, "dev")
+	p := testproc.Start(t, testproc.WorkerEnv(r.URL(), ns.ClientURL(), absRules(t)), "dev")
 	p.WaitLog(t, "worker started", 30*time.Second)
 	var warning string
 	for _, l := range lines(p.Stderr.String()) {

@@ -78,16 +78,12 @@ func TestReplicasShareTheConsumerAndSurviveSIGKILL(t *testing.T) {
 	addrs := make([]string, len(replicas))
 	for i := range replicas {
 		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-		replicas[i] = testproc.Start(t, []string{
-			"REDIS_URL=" + r.URL(),
-			"NATS_URL=" + ns.ClientURL(),
-			"INVALIDATOR_RULES=" + absRules(t),
-			"HTTP_ADDR=" + addrs[i],
-			"LOG_FORMAT=json",
+		replicas[i] = testproc.Start(t, testproc.WorkerEnv(r.URL(), ns.ClientURL(), absRules(t),
+			"HTTP_ADDR="+addrs[i],
 			"ACK_WAIT=2s",
 			"WORKER_CONCURRENCY=4",
 			"REDIS_SOCKET_TIMEOUT=30s", // longer than the pause: UNLINK waits instead of failing
-		}, "run")
+		), "run")
 	}
 	held := make([]float64, len(replicas))
 	eventually(t, "every replica holds events", 30*time.Second, func() bool {
@@ -104,14 +100,7 @@ func TestReplicasShareTheConsumerAndSurviveSIGKILL(t *testing.T) {
 	}
 	t.Logf("events in flight per replica when the first was killed: %v", held)
 
-	cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "every event acked", 60*time.Second, func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream == last
-	})
+	waitAcked(t, js, last, 60*time.Second)
 	t.Logf("every event acked %s after the kill (ACK_WAIT 2s)", time.Since(killedAt).Round(time.Millisecond))
 
 	if n := countKeys(t, rdb, "user:*"); n != 0 {
@@ -265,13 +254,7 @@ func TestDevNATSCluster(t *testing.T) {
 	r := testserver.Redis(t)
 	rdb := testserver.RedisClient(t, r)
 	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	p := testproc.Start(t, []string{
-		"REDIS_URL=" + r.URL(),
-		"NATS_URL=nats://" + natsAddr,
-		"INVALIDATOR_RULES=" + absRules(t),
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
-	}, "dev", "--nats-cluster")
+	p := testproc.Start(t, testproc.WorkerEnv(r.URL(), "nats://"+natsAddr, absRules(t)), "dev", "--nats-cluster")
 	p.WaitLog(t, "worker started", 60*time.Second)
 	m := regexp.MustCompile(`NATS cluster of 3 embedded JetStream servers on (\S+), streams with 3 replicas`).FindStringSubmatch(p.Stderr.String())
 	if m == nil {

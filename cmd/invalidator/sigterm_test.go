@@ -51,39 +51,31 @@ func absRules(t *testing.T) string {
 	return p
 }
 
-// loadKeys writes n keys prefix<i> with pipelined MSETs.
+// loadKeys writes n keys prefix<i>, value "v".
 func loadKeys(t *testing.T, rdb *redis.Client, prefix string, n int) {
 	t.Helper()
+	testserver.LoadKeys(t, rdb, prefix, n, 1)
+}
+
+// waitAcked waits until the worker's consumer has acked every event up to
+// stream sequence last, and holds none pending.
+func waitAcked(t *testing.T, js jetstream.JetStream, last uint64, within time.Duration) {
+	t.Helper()
 	ctx := context.Background()
-	const perCommand, perPipeline = 1000, 50
-	pipe := rdb.Pipeline()
-	pairs := make([]any, 0, 2*perCommand)
-	for i := range n {
-		pairs = append(pairs, prefix+strconv.Itoa(i), "v")
-		if len(pairs) == cap(pairs) || i == n-1 {
-			pipe.MSet(ctx, pairs...)
-			pairs = make([]any, 0, 2*perCommand)
-		}
-		if pipe.Len() == perPipeline || i == n-1 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				t.Fatalf("load %s keys: %v", prefix, err)
-			}
-		}
+	cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
+	if err != nil {
+		t.Fatal(err)
 	}
+	eventually(t, "every event acked", within, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream == last
+	})
 }
 
 // countKeys counts the keys matching pattern with SCAN.
 func countKeys(t *testing.T, rdb *redis.Client, pattern string) int {
 	t.Helper()
-	n := 0
-	iter := rdb.Scan(context.Background(), 0, pattern, 10000).Iterator()
-	for iter.Next(context.Background()) {
-		n++
-	}
-	if err := iter.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return testserver.CountKeys(t, rdb, pattern)
 }
 
 // SIGTERM while a 300,000-key sweep is in flight: the worker finishes it,
@@ -107,14 +99,7 @@ func TestSIGTERMFinishesInFlightEvents(t *testing.T) {
 		}
 	}
 
-	p := testproc.Start(t, []string{
-		"REDIS_URL=" + r.URL(),
-		"NATS_URL=" + ns.ClientURL(),
-		"INVALIDATOR_RULES=" + absRules(t),
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
-		"SHUTDOWN_TIMEOUT=30s",
-	}, "run")
+	p := testproc.Start(t, testproc.WorkerEnv(r.URL(), ns.ClientURL(), absRules(t), "SHUTDOWN_TIMEOUT=30s"), "run")
 	p.WaitLog(t, "worker started", 30*time.Second)
 
 	pub, err := events.NewPublisher(js, events.WithSource("test"))
@@ -242,15 +227,9 @@ func TestDevStartsAndStopsItsServers(t *testing.T) {
 	redisAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redisPort))
 	natsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(natsPort))
 	natsURL := "nats://" + natsAddr
-	p := testproc.Start(t, []string{
-		"PATH=" + os.Getenv("PATH"), // dev looks up redis-server
-		"REDIS_URL=redis://" + redisAddr + "/0",
-		"NATS_URL=" + natsURL,
-		"INVALIDATOR_RULES=" + absRules(t),
-		"HTTP_ADDR=",
-		"LOG_FORMAT=json",
-		"SHUTDOWN_TIMEOUT=30s",
-	}, "dev")
+	p := testproc.Start(t, testproc.WorkerEnv("redis://"+redisAddr+"/0", natsURL, absRules(t),
+		"PATH="+os.Getenv("PATH"), // dev looks up redis-server
+		"SHUTDOWN_TIMEOUT=30s"), "dev")
 	p.WaitLog(t, "invalidator dev is ready", 30*time.Second)
 	p.WaitLog(t, "worker started", 30*time.Second) // the stream exists from here on
 	for _, want := range []string{"started embedded NATS", "started redis-server on " + redisAddr} {

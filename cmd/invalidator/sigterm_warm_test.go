@@ -67,10 +67,7 @@ func TestSIGTERMMakesTheWarmRequestsOfAckedEvents(t *testing.T) {
 			_, js := testserver.JetStream(t, ns)
 			ctx := context.Background()
 
-			p := testproc.Start(t, []string{
-				"REDIS_URL=" + r.URL(), "NATS_URL=" + ns.ClientURL(), "INVALIDATOR_RULES=" + rules,
-				"HTTP_ADDR=", "LOG_FORMAT=json", "SHUTDOWN_TIMEOUT=" + tt.timeout,
-			}, "run")
+			p := testproc.Start(t, testproc.WorkerEnv(r.URL(), ns.ClientURL(), rules, "SHUTDOWN_TIMEOUT="+tt.timeout), "run")
 			p.WaitLog(t, "worker started", 30*time.Second)
 			pub, err := events.NewPublisher(js, events.WithSource("test"))
 			if err != nil {
@@ -82,14 +79,7 @@ func TestSIGTERMMakesTheWarmRequestsOfAckedEvents(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cons, err := js.Consumer(ctx, "EVENTS", "invalidator")
-			if err != nil {
-				t.Fatal(err)
-			}
-			eventually(t, "every event acked", 30*time.Second, func() bool {
-				info, err := cons.Info(ctx)
-				return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Stream == last
-			})
+			waitAcked(t, js, last, 30*time.Second)
 			p.Signal(t, syscall.SIGTERM)
 			if code := p.Wait(t, 60*time.Second); code != exitOK {
 				t.Fatalf("exit code %d, want 0", code)

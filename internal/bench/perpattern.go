@@ -115,7 +115,7 @@ func (e perPattern) sweep(ctx context.Context, pattern string) (engine.Result, e
 	)
 	for calls := 0; ; calls++ {
 		if calls >= perPatternMaxCalls {
-			n, _ := unlink(ctx, e.rdb, pending)
+			n, _ := e.unlinkPage(ctx, pending)
 			res.Removed += n
 			return res, fmt.Errorf("sweep %q: %w after %d SCAN calls", pattern, errSweepTooLong, calls)
 		}
@@ -131,7 +131,7 @@ func (e perPattern) sweep(ctx context.Context, pattern string) (engine.Result, e
 			break
 		}
 	}
-	n, err := unlink(ctx, e.rdb, pending)
+	n, err := e.unlinkPage(ctx, pending)
 	res.Removed += n
 	if err != nil {
 		return res, fmt.Errorf("sweep %q: %w", pattern, err)
@@ -155,23 +155,15 @@ func (e perPattern) page(ctx context.Context, pattern string, cursor uint64, pen
 	return keys, next, unlink.Val(), nil
 }
 
-// unlink removes keys in one round trip, in UNLINKs of at most
-// perPatternUnlinkChunk keys.
-func unlink(ctx context.Context, rdb *redis.Client, keys []string) (int64, error) {
+// unlinkPage removes the keys of one SCAN page (at most about
+// perPatternScanCount), in one UNLINK.
+func (e perPattern) unlinkPage(ctx context.Context, keys []string) (int64, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
-	pipe := rdb.Pipeline()
-	var cmds []*redis.IntCmd
-	for c := range slices.Chunk(keys, perPatternUnlinkChunk) {
-		cmds = append(cmds, pipe.Unlink(ctx, c...))
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := e.rdb.Unlink(ctx, keys...).Result()
+	if err != nil {
 		return 0, fmt.Errorf("unlink %d keys: %w", len(keys), err)
-	}
-	var n int64
-	for _, c := range cmds {
-		n += c.Val()
 	}
 	return n, nil
 }
