@@ -78,7 +78,6 @@ type read struct {
 type commit struct {
 	version int64
 	at      time.Time
-	acked   time.Time // the event's PubAck (publish mode), or its delivery to an observer (cdc mode)
 }
 
 func stalenessScenario(ctx context.Context, e *env, o options, rep *report) error {
