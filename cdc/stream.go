@@ -77,6 +77,9 @@ func (s *stream) run(ctx context.Context) error {
 			return s.drain(ctx)
 		}
 		deadline := s.lastStatus.Add(s.r.cfg.StatusInterval)
+		if s.confirmed > s.sent { // a confirm to report: wake for it even if nothing arrives
+			deadline = minTime(deadline, s.lastStatus.Add(minStatusGap))
+		}
 		if !s.pub.idle() {
 			deadline = minTime(deadline, time.Now().Add(ackPoll))
 		}
