@@ -414,6 +414,10 @@ func TestBrowserConsole(t *testing.T) {
 
 	// Replay after a fix: the rules are fixed, the worker restarted, the
 	// letter replayed from the page; its key is gone, and so is the letter.
+	// The browser waits on about:blank, a page without an event stream,
+	// while the server is down, so no stream retries against the stopped
+	// server and logs a connection error.
+	b.do(t, chromedp.Navigate("about:blank"))
 	s.restart(t, rulesV2)
 	b.do(t, chromedp.Navigate(s.base+"dlq"),
 		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#letter-%d button[value="replay:%d"]`, orderSeq, orderSeq))),
