@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
 )
 
@@ -311,7 +312,19 @@ func (w *Worker) setupWithRetry(ctx context.Context) (jetstream.Consumer, error)
 // asks for BatchSize events per free handler; the events that arrive
 // together are handed to one handler as a group, so a burst of events shares
 // one Redis round trip while a lone event is handled as soon as it arrives.
+//
+// A fetch is renewed before the server expires it (renewAfter), not when it
+// ends: the events the old one still brings are dispatched in the background
+// (drains) while the new one is already waiting on the server, so there is
+// always a pull request there. Waiting for the end cost up to a tenth of
+// FetchMaxWait on nats-server 2.9: an event that arrives just after the
+// request's expiry makes that server drop the request without the 408 that
+// ends the fetch (consumer.go, nextWaiting), so the fetch ran on to its
+// client-side deadline (nats.go sets the server's expiry at 90% of it) while
+// no request was waiting and events queued: the ~100 ms staleness tail.
 func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer, p *pool.Pool, slots chan struct{}) error {
+	var drains conc.WaitGroup
+	defer drains.Wait()
 	errWait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if w.gate.Wait(ctx) != nil {
@@ -325,16 +338,34 @@ func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer
 		// drop messages the server has already delivered to it, leaving them
 		// unacked until AckWait. What it brings is handled like any event in flight.
 		fctx, cancel := context.WithTimeout(workCtx, w.cfg.FetchMaxWait)
+		renew := time.NewTimer(renewAfter(w.cfg.FetchMaxWait))
 		batch, err := cons.Fetch(min(held*w.cfg.BatchSize, w.cfg.MaxAckPending), jetstream.FetchContext(fctx))
 		if err == nil {
-			held = w.dispatch(workCtx, batch.Messages(), held, p, slots)
+			var ended bool
+			held, ended = w.dispatch(workCtx, batch.Messages(), held, p, slots, renew.C)
+			if !ended {
+				for range held {
+					<-slots
+				}
+				drains.Go(func() {
+					defer cancel()
+					w.dispatch(workCtx, batch.Messages(), 0, p, slots, nil)
+					if err := batch.Error(); !fetchEnded(err) {
+						w.log.Debug("renewed fetch ended with an error", slog.Any("error", err))
+					}
+				})
+				renew.Stop()
+				errWait = 100 * time.Millisecond
+				continue
+			}
 			err = batch.Error()
 		}
+		renew.Stop()
 		cancel()
 		for range held {
 			<-slots
 		}
-		if err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		if fetchEnded(err) || ctx.Err() != nil {
 			errWait = 100 * time.Millisecond
 			continue
 		}
@@ -348,14 +379,30 @@ func (w *Worker) fetchLoop(ctx, workCtx context.Context, cons jetstream.Consumer
 	return nil
 }
 
+// fetchEnded reports whether err is how a fetch normally ends: no error,
+// or its wait ran out (the server's 408, or the client's deadline).
+func fetchEnded(err error) bool {
+	return err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// renewAfter is when the fetch loop asks for the next fetch while the current
+// one may still bring events: shortly before the server expires the current
+// request, which nats.go's FetchContext sets at 90% of the time it is given,
+// so that the two overlap (the server serves the older request first) and no
+// event waits for a request to arrive.
+func renewAfter(maxWait time.Duration) time.Duration {
+	return maxWait * 8 / 10
+}
+
 // dispatch hands the fetched messages to handlers in groups of what has
 // arrived, at most BatchSize each. It uses the slots it holds first, then
-// waits for more; it returns how many held slots it did not use.
-func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, held int, p *pool.Pool, slots chan struct{}) int {
+// waits for more. It returns how many held slots it did not use, and whether
+// msgs ended (false: stop fired while it waited for a group's first message).
+func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, held int, p *pool.Pool, slots chan struct{}, stop <-chan time.Time) (int, bool) {
 	for {
-		group := nextGroup(msgs, w.cfg.BatchSize)
+		group, ended := nextGroup(msgs, w.cfg.BatchSize, stop)
 		if len(group) == 0 {
-			return held
+			return held, ended
 		}
 		if held > 0 {
 			held--
@@ -368,6 +415,9 @@ func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, he
 			defer func() { <-slots; w.stats.busy.Add(-int64(len(group))); w.stats.busyHandlers.Add(-1) }()
 			w.handleGroup(workCtx, group)
 		})
+		if ended {
+			return held, true
+		}
 	}
 }
 
@@ -378,13 +428,21 @@ func (w *Worker) dispatch(workCtx context.Context, msgs <-chan jetstream.Msg, he
 const groupLinger = 50 * time.Microsecond
 
 // nextGroup waits for one message, then takes those that arrive without a
-// pause longer than groupLinger, up to n.
-func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
-	first, ok := <-msgs
-	if !ok {
-		return nil
+// pause longer than groupLinger, up to n. It returns an empty group when stop
+// fires before the first message (ended false) or msgs is closed (ended
+// true); a group cut short by the close of msgs comes with ended true.
+func nextGroup(msgs <-chan jetstream.Msg, n int, stop <-chan time.Time) (group []jetstream.Msg, ended bool) {
+	var first jetstream.Msg
+	select {
+	case m, ok := <-msgs:
+		if !ok {
+			return nil, true
+		}
+		first = m
+	case <-stop:
+		return nil, false
 	}
-	group := []jetstream.Msg{first}
+	group = []jetstream.Msg{first}
 	var linger *time.Timer
 	defer func() {
 		if linger != nil {
@@ -395,7 +453,7 @@ func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
-				return group
+				return group, true
 			}
 			group = append(group, m)
 			continue
@@ -409,14 +467,14 @@ func nextGroup(msgs <-chan jetstream.Msg, n int) []jetstream.Msg {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
-				return group
+				return group, true
 			}
 			group = append(group, m)
 		case <-linger.C:
-			return group
+			return group, false
 		}
 	}
-	return group
+	return group, false
 }
 
 // acquire takes one slot (waiting for it) and then every free slot; it
