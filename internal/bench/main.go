@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/invalidator/invalidator/worker"
 )
 
 type options struct {
@@ -46,6 +48,7 @@ type options struct {
 	stalenessItems      int
 	stalenessNATSBinary bool
 	stalenessCase       string
+	stalenessAckWait    time.Duration
 }
 
 func main() {
@@ -70,9 +73,13 @@ func main() {
 	flag.IntVar(&o.stalenessRate, "staleness-rate", 200, "writes per second (4 writers) in the staleness scenarios")
 	flag.IntVar(&o.stalenessItems, "staleness-items", 2000, "items (Zipf) in the staleness scenarios")
 	flag.BoolVar(&o.stalenessNATSBinary, "staleness-nats-binary", false, "run the staleness scenarios on the nats-server binary on PATH (Debian's 2.9) instead of the embedded server")
-	flag.StringVar(&o.stalenessCase, "staleness-case", "", "run only the staleness scenarios whose name holds this text")
+	flag.StringVar(&o.stalenessCase, "staleness-case", "", "run only the staleness scenarios whose name holds this text (\"warming\", \"SIGKILLed\", \"SIGSTOPped\", \"cdc\", or a whole name)")
+	flag.DurationVar(&o.stalenessAckWait, "staleness-ack-wait", worker.DefaultAckWait, "ACK_WAIT of the staleness scenarios' worker (a fault scenario runs until ACK_WAIT after its fault)")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if o.stalenessAckWait < time.Second {
+		log.Fatalf("bench: -staleness-ack-wait must be at least 1s")
+	}
 	if o.exactRounds < 1 || o.exactEvts < 1 {
 		log.Fatalf("bench: -exact-rounds and -exact-events must be at least 1")
 	}
