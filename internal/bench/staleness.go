@@ -449,6 +449,7 @@ type stalenessResult struct {
 	failures int // reads that failed, or that Redis failed and the source served
 	commits  map[int][]commit
 	lags     []time.Duration
+	events   map[int][]time.Time // PubAck (publish) or delivery to the observer (cdc), by item
 }
 
 func (r *stalenessResult) read(x read) { r.mu.Lock(); r.reads = append(r.reads, x); r.mu.Unlock() }
@@ -463,10 +464,26 @@ func (r *stalenessResult) commit(id int, v int64, at time.Time) {
 
 // acked records commit → ack lag; in cdc mode committed is the event's
 // time (the commit time on PostgreSQL's clock, the same machine).
-func (r *stalenessResult) acked(_ int, committed, at time.Time) {
+func (r *stalenessResult) acked(id int, committed, at time.Time) {
 	r.mu.Lock()
 	r.lags = append(r.lags, at.Sub(committed))
+	if r.events == nil {
+		r.events = map[int][]time.Time{}
+	}
+	r.events[id] = append(r.events[id], at)
 	r.mu.Unlock()
+}
+
+// history is an item's commits and events, for a log line.
+func (r *stalenessResult) history(id int) string {
+	var b strings.Builder
+	for _, c := range r.commits[id] {
+		fmt.Fprintf(&b, " v%d committed %s;", c.version, c.at.Format("15:04:05.000"))
+	}
+	for _, at := range r.events[id] {
+		fmt.Fprintf(&b, " event %s;", at.Format("15:04:05.000"))
+	}
+	return b.String()
 }
 
 // staleness is how long a read's value had been outdated when the read
@@ -491,8 +508,17 @@ func (r *stalenessResult) report(rep *report, c stalenessCase, fault faultResult
 		slices.SortFunc(r.commits[id], func(a, b commit) int { return int(a.version - b.version) })
 	}
 	st := make([]time.Duration, len(r.reads))
+	worst := 0
 	for i, x := range r.reads {
 		st[i] = r.staleness(x)
+		if st[i] > st[worst] {
+			worst = i
+		}
+	}
+	if len(r.reads) > 0 && st[worst] > 0 {
+		w := r.reads[worst]
+		log.Printf("staleness: %s: the stalest read: item %d, version %d, read at %s, %v after a newer commit;%s", c.name, w.id, w.version,
+			w.at.Format("15:04:05.000"), roundDur(st[worst]), r.history(w.id))
 	}
 	slices.Sort(st)
 	n := len(st)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/invalidator/invalidator/cache"
+	"github.com/invalidator/invalidator/guard"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -54,10 +56,22 @@ func (r *stalenessRig) finalCheck(ctx context.Context, c *cache.Cache) (finalChe
 			}
 			if found && got != want {
 				fin.inconsistent++
+				if fin.inconsistent <= 3 {
+					r.explain(cctx, key, got, want)
+				}
 			}
 		}
 	}
 	return fin, nil
+}
+
+// explain logs an inconsistent key: its raw value and its generations.
+func (r *stalenessRig) explain(ctx context.Context, key string, got, want int64) {
+	raw, _ := r.e.rdb.Get(ctx, key).Result()
+	ttl, _ := r.e.rdb.PTTL(ctx, key).Result()
+	gens, _ := r.e.rdb.MGet(ctx, guard.Keys(key)...).Result()
+	log.Printf("staleness: inconsistent after the run: %s holds version %d (source %d): %q, ttl %v, generations %v %v",
+		key, got, want, raw, ttl, guard.Keys(key), gens)
 }
 
 // settle polls, every 200 ms for at most limit, until the worker's

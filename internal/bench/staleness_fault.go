@@ -88,7 +88,7 @@ func (r *stalenessRig) inject(ctx, rctx context.Context, at time.Duration) (faul
 func (r *stalenessRig) killWorker(ctx context.Context, res *faultResult) error {
 	start := time.Now()
 	r.worker.kill()
-	log.Printf("staleness: worker SIGKILLed")
+	log.Printf("staleness: worker SIGKILLed at %s", start.Format("15:04:05.000"))
 	if err := sleepCtx(ctx, r.c.faultFor); err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (r *stalenessRig) stallRedis(res *faultResult) error {
 		return fmt.Errorf("SIGSTOP redis-server: %w", err)
 	}
 	start := time.Now()
-	log.Printf("staleness: redis-server SIGSTOPped")
+	log.Printf("staleness: redis-server SIGSTOPped at %s", start.Format("15:04:05.000"))
 	time.Sleep(r.c.faultFor)
 	err := syscall.Kill(pid, syscall.SIGCONT)
 	res.length = time.Since(start)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,9 +34,10 @@ func warmRules(sourceURL string) string {
 // version as JSON, read from the source when the request comes, so that a
 // warm made after a commit stores the committed version.
 type warmSource struct {
-	url  string
-	srv  *http.Server
-	done chan struct{}
+	url    string
+	srv    *http.Server
+	done   chan struct{}
+	served atomic.Int64 // requests answered with a version
 }
 
 func startWarmSource(pool *pgxpool.Pool) (*warmSource, error) {
@@ -42,6 +45,7 @@ func startWarmSource(pool *pgxpool.Pool) (*warmSource, error) {
 	if err != nil {
 		return nil, err
 	}
+	s := &warmSource{url: "http://" + ln.Addr().String(), done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.Atoi(r.PathValue("id"))
@@ -59,16 +63,18 @@ func startWarmSource(pool *pgxpool.Pool) (*warmSource, error) {
 		default:
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write(strconv.AppendInt(nil, v, 10))
+			s.served.Add(1)
 		}
 	})
-	s := &warmSource{url: "http://" + ln.Addr().String(), srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		done: make(chan struct{})}
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { defer close(s.done); _ = s.srv.Serve(ln) }()
 	return s, nil
 }
 
-// stop shuts the server down, waiting at most 5 s for requests in flight.
+// stop shuts the server down, waiting at most 5 s for requests in flight,
+// and logs how many warm requests it answered.
 func (s *warmSource) stop() {
+	defer func() { log.Printf("staleness: the warm source answered %d requests", s.served.Load()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
