@@ -31,7 +31,9 @@ import (
 // service publishes an event; cdc: `invalidator cdc` does); readers read
 // through cache.Fetch, whose loader reads the table. A read is stale at Δ
 // if it returned a version older than the newest one committed more than Δ
-// before the read began.
+// before the read began. Some scenarios warm the keys read, or break
+// something mid-run (staleness_fault.go); after every run, each key read
+// is checked against the source (staleness_check.go).
 
 // stalenessRules maps item events to an exact key and the item's pattern
 // scope; bulk and truncated have rules of their own for cdc.
@@ -244,7 +246,7 @@ func (r *stalenessRig) startProcesses(ctx context.Context) (stop func(), err err
 		return stop, err
 	}
 	env := append(os.Environ(), "REDIS_URL=redis://"+r.e.redis.Addr()+"/0", "NATS_URL="+r.natsURL, "INVALIDATOR_RULES="+rulesPath,
-		"HTTP_ADDR=", "LOG_LEVEL=warn", "LOG_FORMAT=json", "GENERATIONS="+r.c.generations, "ACK_WAIT="+r.o.stalenessAckWait.String())
+		"HTTP_ADDR=", "LOG_LEVEL="+r.o.stalenessWorkerLog, "LOG_FORMAT=json", "GENERATIONS="+r.c.generations, "ACK_WAIT="+r.o.stalenessAckWait.String())
 	r.worker = &process{bin: r.bin, args: []string{"run"}, env: env}
 	if err := r.worker.start(ctx); err != nil {
 		return stop, err
