@@ -380,6 +380,7 @@ func observeAcks(ctx context.Context, js jetstream.JetStream, res *stalenessResu
 		}
 		id, _ := strconv.Atoi(fmt.Sprint(ev.Data["item_id"]))
 		res.acked(id, ev.Time, at)
+		res.eventID(id, ev.ID)
 	})
 	if err != nil {
 		return func() {}
@@ -430,7 +431,8 @@ func writeLoop(ctx context.Context, pool *pgxpool.Pool, pub *events.Publisher, r
 		}
 		id := next()
 		var v int64
-		if err := pool.QueryRow(ctx, "UPDATE items SET version = version + 1 WHERE id = $1 RETURNING version", id).Scan(&v); err != nil {
+		// Not cancelled with the run: a commit must not go unrecorded.
+		if err := pool.QueryRow(context.WithoutCancel(ctx), "UPDATE items SET version = version + 1 WHERE id = $1 RETURNING version", id).Scan(&v); err != nil {
 			continue
 		}
 		committed := time.Now()
@@ -452,6 +454,16 @@ type stalenessResult struct {
 	commits  map[int][]commit
 	lags     []time.Duration
 	events   map[int][]time.Time // PubAck (publish) or delivery to the observer (cdc), by item
+	eventIDs map[int][]string    // the events' ids, by item (cdc)
+}
+
+func (r *stalenessResult) eventID(id int, evID string) {
+	r.mu.Lock()
+	if r.eventIDs == nil {
+		r.eventIDs = map[int][]string{}
+	}
+	r.eventIDs[id] = append(r.eventIDs[id], evID)
+	r.mu.Unlock()
 }
 
 func (r *stalenessResult) read(x read) { r.mu.Lock(); r.reads = append(r.reads, x); r.mu.Unlock() }
@@ -476,14 +488,36 @@ func (r *stalenessResult) acked(id int, committed, at time.Time) {
 	r.mu.Unlock()
 }
 
+// impossible counts the reads that returned a version newer than any
+// committed for their item: none should, and one would mean that a value
+// was read under another item's key.
+func (r *stalenessResult) impossible() int {
+	n := 0
+	for _, x := range r.reads {
+		cs := r.commits[x.id]
+		newest := int64(1) // the version rows start with
+		if len(cs) > 0 {
+			newest = cs[len(cs)-1].version
+		}
+		if x.version > newest {
+			n++
+		}
+	}
+	return n
+}
+
 // history is an item's commits and events, for a log line.
 func (r *stalenessResult) history(id int) string {
 	var b strings.Builder
 	for _, c := range r.commits[id] {
 		fmt.Fprintf(&b, " v%d committed %s;", c.version, c.at.Format("15:04:05.000"))
 	}
-	for _, at := range r.events[id] {
-		fmt.Fprintf(&b, " event %s;", at.Format("15:04:05.000"))
+	for i, at := range r.events[id] {
+		fmt.Fprintf(&b, " event %s", at.Format("15:04:05.000"))
+		if i < len(r.eventIDs[id]) {
+			fmt.Fprintf(&b, " %s", r.eventIDs[id][i])
+		}
+		b.WriteString(";")
 	}
 	return b.String()
 }
@@ -516,6 +550,9 @@ func (r *stalenessResult) report(rep *report, c stalenessCase, fault faultResult
 		if st[i] > st[worst] {
 			worst = i
 		}
+	}
+	if n := r.impossible(); n > 0 {
+		log.Printf("⚠️ staleness: %s: %d reads returned a version that was never committed for their item", c.name, n)
 	}
 	if len(r.reads) > 0 && st[worst] > 0 {
 		w := r.reads[worst]
