@@ -190,7 +190,7 @@ func (r *stalenessRig) run(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	fin, err := r.finalCheck(ctx, cc)
+	fin, err := r.finalCheck(ctx, cc, res)
 	if err != nil {
 		return err
 	}
@@ -506,20 +506,35 @@ func (r *stalenessResult) impossible() int {
 	return n
 }
 
-// history is an item's commits and events, for a log line.
-func (r *stalenessResult) history(id int) string {
-	var b strings.Builder
+// lockedHistory is history over the whole run, for a caller that does
+// not hold the lock.
+func (r *stalenessResult) lockedHistory(id int) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.history(id, time.Time{}, time.Now())
+}
+
+// history is an item's last 8 commits and events between from and to, for
+// a log line.
+func (r *stalenessResult) history(id int, from, to time.Time) string {
+	const last = 8
+	in := func(t time.Time) bool { return !t.Before(from) && !t.After(to) }
+	var cs, es []string
 	for _, c := range r.commits[id] {
-		fmt.Fprintf(&b, " v%d committed %s;", c.version, c.at.Format("15:04:05.000"))
+		if in(c.at) {
+			cs = append(cs, fmt.Sprintf(" v%d committed %s;", c.version, c.at.Format("15:04:05.000")))
+		}
 	}
 	for i, at := range r.events[id] {
-		fmt.Fprintf(&b, " event %s", at.Format("15:04:05.000"))
-		if i < len(r.eventIDs[id]) {
-			fmt.Fprintf(&b, " %s", r.eventIDs[id][i])
+		if in(at) {
+			e := " event " + at.Format("15:04:05.000")
+			if i < len(r.eventIDs[id]) {
+				e += " " + r.eventIDs[id][i]
+			}
+			es = append(es, e+";")
 		}
-		b.WriteString(";")
 	}
-	return b.String()
+	return strings.Join(cs[max(len(cs)-last, 0):], "") + strings.Join(es[max(len(es)-last, 0):], "")
 }
 
 // staleness is how long a read's value had been outdated when the read
@@ -557,7 +572,7 @@ func (r *stalenessResult) report(rep *report, c stalenessCase, fault faultResult
 	if len(r.reads) > 0 && st[worst] > 0 {
 		w := r.reads[worst]
 		log.Printf("staleness: %s: the stalest read: item %d, version %d, read at %s, %v after a newer commit;%s", c.name, w.id, w.version,
-			w.at.Format("15:04:05.000"), roundDur(st[worst]), r.history(w.id))
+			w.at.Format("15:04:05.000"), roundDur(st[worst]), r.history(w.id, w.at.Add(-st[worst]-time.Second), w.at.Add(time.Second)))
 	}
 	slices.Sort(st)
 	n := len(st)

@@ -29,7 +29,7 @@ type finalCheck struct {
 // finalCheck waits for the worker to settle (at most ACK_WAIT + 15 s: an
 // event a killed worker held comes back after ACK_WAIT), lets the warm
 // requests that follow the acks finish, and sweeps every key.
-func (r *stalenessRig) finalCheck(ctx context.Context, c *cache.Cache) (finalCheck, error) {
+func (r *stalenessRig) finalCheck(ctx context.Context, c *cache.Cache, res *stalenessResult) (finalCheck, error) {
 	var fin finalCheck
 	start := time.Now()
 	fin.settled = r.settle(ctx, r.o.stalenessAckWait+15*time.Second)
@@ -57,7 +57,7 @@ func (r *stalenessRig) finalCheck(ctx context.Context, c *cache.Cache) (finalChe
 			if found && got != want {
 				fin.inconsistent++
 				if fin.inconsistent <= 3 {
-					r.explain(cctx, key, got, want)
+					r.explain(cctx, key, got, want, res.lockedHistory(id))
 				}
 			}
 		}
@@ -65,13 +65,14 @@ func (r *stalenessRig) finalCheck(ctx context.Context, c *cache.Cache) (finalChe
 	return fin, nil
 }
 
-// explain logs an inconsistent key: its raw value and its generations.
-func (r *stalenessRig) explain(ctx context.Context, key string, got, want int64) {
+// explain logs an inconsistent key: its raw value, its generations and
+// its item's last commits and events.
+func (r *stalenessRig) explain(ctx context.Context, key string, got, want int64, history string) {
 	raw, _ := r.e.rdb.Get(ctx, key).Result()
 	ttl, _ := r.e.rdb.PTTL(ctx, key).Result()
 	gens, _ := r.e.rdb.MGet(ctx, guard.Keys(key)...).Result()
-	log.Printf("staleness: inconsistent after the run: %s holds version %d (source %d): %q, ttl %v, generations %v %v",
-		key, got, want, raw, ttl, guard.Keys(key), gens)
+	log.Printf("⚠️ staleness: inconsistent after the run: %s holds version %d (source %d): %q, ttl %v, generations %v %v;%s",
+		key, got, want, raw, ttl, guard.Keys(key), gens, history)
 }
 
 // settle polls, every 200 ms for at most limit, until the worker's
