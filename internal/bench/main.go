@@ -4,7 +4,8 @@
 //	go run ./internal/bench                    # 1M keys, about 5 minutes
 //	go run ./internal/bench -keys 10000000     # the 10M-key figures (long)
 //	go run ./internal/bench -only cdc          # invalidator cdc against pg_recvlogical (docs/bench/cdc.md)
-//	go run ./internal/bench -only staleness    # what readers see, publish and cdc modes (docs/bench/staleness.md)
+//	go run ./internal/bench -only staleness    # what readers see, publish and cdc modes, warming and faults (docs/bench/staleness.md)
+//	go run ./internal/bench -only staleness -staleness-case SIGKILLed   # the scenarios whose name holds the text
 //
 // It starts its own redis-server (from PATH) and an embedded JetStream
 // server on loopback ports, and reports every figure as a ratio against a
@@ -21,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/invalidator/invalidator/worker"
 )
 
 type options struct {
@@ -46,6 +49,8 @@ type options struct {
 	stalenessItems      int
 	stalenessNATSBinary bool
 	stalenessCase       string
+	stalenessAckWait    time.Duration
+	stalenessWorkerLog  string
 }
 
 func main() {
@@ -70,9 +75,14 @@ func main() {
 	flag.IntVar(&o.stalenessRate, "staleness-rate", 200, "writes per second (4 writers) in the staleness scenarios")
 	flag.IntVar(&o.stalenessItems, "staleness-items", 2000, "items (Zipf) in the staleness scenarios")
 	flag.BoolVar(&o.stalenessNATSBinary, "staleness-nats-binary", false, "run the staleness scenarios on the nats-server binary on PATH (Debian's 2.9) instead of the embedded server")
-	flag.StringVar(&o.stalenessCase, "staleness-case", "", "run only the staleness scenarios whose name holds this text")
-	flag.Parse()
+	flag.StringVar(&o.stalenessCase, "staleness-case", "", "run only the staleness scenarios whose name holds this text (\"warming\", \"SIGKILLed\", \"SIGSTOPped\", \"cdc\", or a whole name)")
+	flag.DurationVar(&o.stalenessAckWait, "staleness-ack-wait", worker.DefaultAckWait, "ACK_WAIT of the staleness scenarios' worker (a fault scenario runs until ACK_WAIT after its fault)")
 	log.SetFlags(log.Ltime)
+	flag.StringVar(&o.stalenessWorkerLog, "staleness-worker-log", "warn", "LOG_LEVEL of the staleness scenarios' worker and cdc (debug logs every event applied)")
+	flag.Parse()
+	if o.stalenessAckWait < time.Second {
+		log.Fatalf("bench: -staleness-ack-wait must be at least 1s")
+	}
 	if o.exactRounds < 1 || o.exactEvts < 1 {
 		log.Fatalf("bench: -exact-rounds and -exact-events must be at least 1")
 	}

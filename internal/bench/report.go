@@ -31,6 +31,8 @@ type report struct {
 	rows    []row
 	// staleness holds the staleness scenarios' rows, a table of their own.
 	staleness []stalenessRow
+	// stalenessAckWait is the ACK_WAIT of the staleness scenarios' worker.
+	stalenessAckWait time.Duration
 }
 
 func (r *report) add(x row) { r.rows = append(r.rows, x) }
