@@ -62,12 +62,18 @@ type stalenessCase struct {
 	warm        bool   // the rules warm cache:item:<id> from the benchmark's source endpoint
 	fault       string // "", faultKill (the worker) or faultStall (Redis)
 	faultFor    time.Duration
+	// natsBinary runs the case on the nats-server binary on PATH (Debian's
+	// 2.9, which users run) instead of the embedded server; its version is
+	// added to the row's name.
+	natsBinary bool
 }
 
 var stalenessCases = []stalenessCase{
 	{name: "steady exact, publish", mode: "publish", generations: "on"},
 	{name: "steady pattern, generations on, publish", mode: "publish", pattern: true, generations: "on"},
 	{name: "steady pattern, generations off (sweep only), publish", mode: "publish", pattern: true, generations: "off"},
+	{name: "steady exact, publish, nats-server on PATH", mode: "publish", generations: "on", natsBinary: true},
+	{name: "steady pattern, generations on, publish, nats-server on PATH", mode: "publish", pattern: true, generations: "on", natsBinary: true},
 	{name: "steady exact, cdc", mode: "cdc", generations: "on"},
 	{name: "steady pattern, generations on, cdc", mode: "cdc", pattern: true, generations: "on"},
 	{name: "warming on, publish", mode: "publish", generations: "on", warm: true},
@@ -122,17 +128,24 @@ func stalenessScenario(ctx context.Context, e *env, o options, rep *report) erro
 	if err != nil {
 		return err
 	}
-	natsURL := e.ns.ClientURL()
-	if o.stalenessNATSBinary {
-		nb, err := servers.StartNATSBinary(ctx, filepath.Join(e.dir, "nats-bin"))
-		if err != nil {
-			return err
+	var nb *servers.NATSBinary
+	for _, c := range cases {
+		if (c.natsBinary || o.stalenessNATSBinary) && nb == nil {
+			if nb, err = servers.StartNATSBinary(ctx, filepath.Join(e.dir, "nats-bin")); err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			defer nb.Stop()
 		}
-		defer nb.Stop()
-		natsURL = nb.URL()
 	}
 	rep.stalenessAckWait = o.stalenessAckWait
 	for i, c := range cases {
+		natsURL := e.ns.ClientURL()
+		if c.natsBinary || o.stalenessNATSBinary {
+			natsURL = nb.URL()
+		}
+		if c.natsBinary {
+			c.name += " " + nb.Version()
+		}
 		log.Printf("staleness: %s", c.name)
 		r := stalenessRig{e: e, o: o, pg: pg, bin: bin, natsURL: natsURL, c: c, db: fmt.Sprintf("staleness%d", i)}
 		if err := r.run(ctx, rep); err != nil {
