@@ -7,7 +7,9 @@
 // with messages) of one slot. It buffers each transaction's row changes,
 // maps them through the rules file's cdc section to events
 // events.<entity>.<created|updated|deleted|truncated|bulk>, publishes them
-// at commit to JetStream with ids cdc:<slot>:<commit LSN>:<index>, and
+// once the commit is visible to other sessions (a snapshot over a normal
+// connection shows it: decoding sees a commit a moment before that) to
+// JetStream with ids cdc:<slot>:<commit LSN>:<index>, and
 // confirms the commit's end LSN to PostgreSQL only once every PubAck of it
 // and of every earlier transaction is in. After a crash PostgreSQL sends
 // again what was not confirmed, and JetStream's duplicate window drops the
@@ -311,7 +313,7 @@ func (r *Runner) session(ctx context.Context, keys [][]string) error {
 		s.ConfirmedLSN = si.confirmed.String()
 	})
 	r.log.Info("✅ streaming from the slot", slog.String("from", si.confirmed.String()))
-	s := newStream(r, conn, keys, si.confirmed, st, source)
+	s := newStream(r, conn, db, keys, si.confirmed, st, source)
 	return s.run(ctx)
 }
 

@@ -165,10 +165,15 @@ type Observer interface {
 	// SlotLost counts a lost slot: bulk events were published for every
 	// entity and the slot was made again.
 	SlotLost()
+	// VisibilityWait counts a committed transaction that a snapshot showed
+	// not yet visible to other sessions, so its events waited; wait is
+	// from its decoded commit to the snapshot that showed it visible.
+	VisibilityWait(wait time.Duration)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) Transaction(time.Duration) {}
-func (nopObserver) Event(string, string)      {}
-func (nopObserver) SlotLost()                 {}
+func (nopObserver) Transaction(time.Duration)    {}
+func (nopObserver) Event(string, string)         {}
+func (nopObserver) SlotLost()                    {}
+func (nopObserver) VisibilityWait(time.Duration) {}

@@ -123,7 +123,8 @@ func TestStandbyTakesOver(t *testing.T) {
 	}
 	body := metricsText(t, addrB)
 	for _, m := range []string{"invalidator_cdc_transactions_total", `invalidator_cdc_events_total{action="updated",entity="course"}`,
-		"invalidator_cdc_slot_lag_bytes", "invalidator_cdc_commit_to_ack_seconds_bucket", "invalidator_cdc_standby 0", "invalidator_cdc_slot_lost_total 0"} {
+		"invalidator_cdc_slot_lag_bytes", "invalidator_cdc_commit_to_ack_seconds_bucket", "invalidator_cdc_standby 0", "invalidator_cdc_slot_lost_total 0",
+		"invalidator_cdc_visibility_wait_seconds_count"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -38,6 +39,7 @@ type stream struct {
 	keys [][]string
 	rels map[uint32]*relation
 	tx   *tx
+	gate gate // committed transactions not yet visible to other sessions
 	pub  *publisher
 	st   *state
 
@@ -51,10 +53,12 @@ type stream struct {
 	stateRecorded pglogrepl.LSN
 }
 
-func newStream(r *Runner, conn *pgconn.PgConn, keys [][]string, confirmed pglogrepl.LSN, st *state, source string) *stream {
+// newStream reads from conn; db, a normal connection, takes the snapshots
+// that tell when a commit is visible.
+func newStream(r *Runner, conn *pgconn.PgConn, db *pgx.Conn, keys [][]string, confirmed pglogrepl.LSN, st *state, source string) *stream {
 	name, n, _ := parseFailPoint(r.cfg.FailPoint)
 	return &stream{
-		r: r, conn: conn, keys: keys, rels: map[uint32]*relation{}, st: st,
+		r: r, conn: conn, keys: keys, rels: map[uint32]*relation{}, st: st, gate: gate{current: currentSnapshot(db)},
 		confirmed: confirmed, sent: confirmed, stateRecorded: confirmed, lastState: time.Now(),
 		pub: &publisher{js: r.js, pub: r.pub, slot: r.cfg.Slot, source: source, max: r.cfg.MaxInFlight, log: r.log,
 			fail: failPoint{name: name, n: n}},
@@ -76,12 +80,21 @@ func (s *stream) run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return s.drain(ctx)
 		}
+		if err := s.release(ctx); err != nil {
+			if ctx.Err() != nil {
+				return s.drain(ctx)
+			}
+			return err
+		}
 		deadline := s.lastStatus.Add(s.r.cfg.StatusInterval)
 		if s.confirmed > s.sent { // a confirm to report: wake for it even if nothing arrives
 			deadline = minTime(deadline, s.lastStatus.Add(minStatusGap))
 		}
 		if !s.pub.idle() {
 			deadline = minTime(deadline, time.Now().Add(ackPoll))
+		}
+		if next := s.gate.waitUntil(); !next.IsZero() { // the oldest commit is not visible yet: look again then
+			deadline = minTime(deadline, next)
 		}
 		if rctx == nil || rctx.Err() != nil || rdeadline.After(deadline) {
 			for _, c := range stops {
@@ -126,10 +139,10 @@ func (s *stream) handle(ctx context.Context, msg pgproto3.BackendMessage) error 
 			if err != nil {
 				return fmt.Errorf("cdc: keepalive: %w", err)
 			}
-			// Nothing buffered or in flight: every commit before the
+			// Nothing buffered, held or in flight: every commit before the
 			// server's WAL end is done, so confirm it. Otherwise a slot
 			// whose tables are idle holds back WAL while others are written.
-			if s.tx == nil && s.pub.idle() && pkm.ServerWALEnd > s.confirmed {
+			if s.tx == nil && s.gate.empty() && s.pub.idle() && pkm.ServerWALEnd > s.confirmed {
 				s.confirmed = pkm.ServerWALEnd
 			}
 			s.forceStatus = s.forceStatus || pkm.ReplyRequested
@@ -215,27 +228,87 @@ func (s *stream) message(ctx context.Context, m *pglogrepl.LogicalDecodingMessag
 	return s.pub.submit(ctx, &batch{msgs: msgs, commitTime: time.Now()}, s.waiting(ctx))
 }
 
-// commit publishes the transaction's events. Its end is confirmed once
-// they and every earlier transaction's are acknowledged (see tick).
+// commit hands the transaction to the gate, which publishes its events
+// once the transaction is visible to other sessions (see release). Its
+// end is confirmed once they and every earlier transaction's are
+// acknowledged (see tick).
 func (s *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	if s.tx == nil {
 		return errors.New("cdc: commit outside a transaction")
 	}
 	changes := s.tx.events()
+	xid := s.tx.xid
 	s.tx = nil
-	msgs, err := s.pub.messages(changes, m.CommitLSN, m.CommitTime)
-	if err != nil {
-		return err
-	}
-	for _, c := range changes {
-		s.r.cfg.Observer.Event(c.entity, c.action)
-	}
 	s.r.update(func(st *Status) { st.LastCommitLSN, st.LastCommitAt = m.CommitLSN.String(), m.CommitTime.UTC() })
-	if len(msgs) == 0 && s.pub.idle() {
+	if len(changes) == 0 && s.gate.empty() && s.pub.idle() {
 		s.confirmed = max(s.confirmed, m.TransactionEndLSN)
 		return nil
 	}
-	return s.pub.submit(ctx, &batch{endLSN: m.TransactionEndLSN, commitTime: m.CommitTime, msgs: msgs}, s.waiting(ctx))
+	return s.hold(ctx, &pendingTx{xid: xid, check: len(changes) > 0, changes: changes, commitLSN: m.CommitLSN,
+		endLSN: m.TransactionEndLSN, commitTime: m.CommitTime, heldAt: time.Now()})
+}
+
+// hold puts p behind the transactions the gate holds. While the gate
+// holds MaxInFlight transactions or events, it waits for the oldest to
+// become visible, so memory stays bounded however long a commit takes
+// to become visible.
+func (s *stream) hold(ctx context.Context, p *pendingTx) error {
+	s.gate.push(p)
+	for len(s.gate.pending) >= s.r.cfg.MaxInFlight || s.gate.events >= s.r.cfg.MaxInFlight {
+		if !sleep(ctx, time.Until(s.gate.waitUntil())) {
+			return ctx.Err()
+		}
+		if err := s.release(ctx); err != nil {
+			return err
+		}
+		if err := s.tick(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// release publishes the events of the held transactions that are now
+// visible, in commit order. A snapshot that cannot be read is an error:
+// the session ends and starts again, and nothing unverified is published.
+func (s *stream) release(ctx context.Context) error {
+	if s.gate.empty() {
+		return nil
+	}
+	now := time.Now()
+	ready, err := s.gate.ready(ctx, now)
+	for _, p := range ready {
+		if perr := s.publish(ctx, p, now); perr != nil {
+			return perr
+		}
+	}
+	return err
+}
+
+// publish submits a visible transaction's events.
+func (s *stream) publish(ctx context.Context, p *pendingTx, now time.Time) error {
+	if !p.missedAt.IsZero() {
+		wait := now.Sub(p.heldAt)
+		s.r.cfg.Observer.VisibilityWait(wait)
+		level, msg := slog.LevelDebug, "waited for a commit to become visible before publishing its events"
+		if wait >= visibilitySlow {
+			level, msg = slog.LevelWarn, "⚠️ "+msg
+		}
+		s.r.log.Log(ctx, level, msg,
+			slog.Uint64("xid", uint64(p.xid)), slog.String("commit_lsn", p.commitLSN.String()), slog.Duration("wait", wait))
+	}
+	msgs, err := s.pub.messages(p.changes, p.commitLSN, p.commitTime)
+	if err != nil {
+		return err
+	}
+	for _, c := range p.changes {
+		s.r.cfg.Observer.Event(c.entity, c.action)
+	}
+	if len(msgs) == 0 && s.pub.idle() {
+		s.confirmed = max(s.confirmed, p.endLSN)
+		return nil
+	}
+	return s.pub.submit(ctx, &batch{endLSN: p.endLSN, commitTime: p.commitTime, msgs: msgs}, s.waiting(ctx))
 }
 
 // waiting is called while a publish waits for room: it keeps confirming
@@ -306,6 +379,11 @@ func (s *stream) status(ctx context.Context) error {
 func (s *stream) drain(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 	defer cancel()
+	for !s.gate.empty() && dctx.Err() == nil { // best effort: what stays held is sent again after a restart
+		if !sleep(dctx, time.Until(s.gate.waitUntil())) || s.release(dctx) != nil {
+			break
+		}
+	}
 	for !s.pub.idle() && dctx.Err() == nil {
 		if err := s.pub.waitOldest(dctx, func() error { return nil }); err != nil {
 			break
@@ -316,7 +394,8 @@ func (s *stream) drain(ctx context.Context) error {
 	}
 	s.forceStatus = true
 	err := s.status(dctx)
-	s.r.log.Info("🔌 replication stopped", slog.String("confirmed", s.confirmed.String()), slog.Bool("all_acknowledged", s.pub.idle()))
+	s.r.log.Info("🔌 replication stopped", slog.String("confirmed", s.confirmed.String()), slog.Bool("all_acknowledged", s.pub.idle()),
+		slog.Int("held_invisible", len(s.gate.pending)))
 	if err == nil && s.confirmed > s.stateRecorded {
 		_ = s.st.put(dctx, slotState{ConfirmedLSN: s.confirmed.String()})
 	}

@@ -86,6 +86,7 @@ func (c change) rowChange() bool {
 // with more than max row events in it keeps none of them: they become one
 // bulk event, so memory stays bounded whatever the transaction's size.
 type tx struct {
+	xid        uint32 // BEGIN's transaction id, to tell when it is visible
 	commitLSN  pglogrepl.LSN
 	commitTime time.Time
 	max        int
@@ -96,7 +97,7 @@ type tx struct {
 }
 
 func newTx(b *pglogrepl.BeginMessage, max int, tables []cachekeys.CDCTable) *tx {
-	return &tx{commitLSN: b.FinalLSN, commitTime: b.CommitTime, max: max, counts: map[int]int{}, tables: tables}
+	return &tx{xid: b.Xid, commitLSN: b.FinalLSN, commitTime: b.CommitTime, max: max, counts: map[int]int{}, tables: tables}
 }
 
 func (t *tx) add(c change) {

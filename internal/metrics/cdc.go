@@ -14,6 +14,7 @@ type CDC struct {
 	events       *prometheus.CounterVec
 	commitToAck  prometheus.Histogram
 	slotLost     prometheus.Counter
+	visWait      prometheus.Histogram
 }
 
 // NewCDC registers the cdc metrics on reg; status is read at scrape time
@@ -30,6 +31,10 @@ func NewCDC(reg prometheus.Registerer, status func() cdc.Status) *CDC {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
 		slotLost: prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "cdc_slot_lost_total",
 			Help: "Replication slots found lost (missing after a recorded position, or wal_status lost): every entity's bulk event was published."}),
+		visWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Name: "cdc_visibility_wait_seconds",
+			Help: "Committed transactions whose events waited because a snapshot showed them not yet visible to other sessions " +
+				"(the count), and how long: from the decoded commit to the snapshot that showed it visible.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 	}
 	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "cdc_slot_lag_bytes",
 		Help: "The server's flush LSN minus the slot's confirmed_flush_lsn, sampled every 2 s (-1 before the first sample)."},
@@ -37,7 +42,7 @@ func NewCDC(reg prometheus.Registerer, status func() cdc.Status) *CDC {
 	standby := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "cdc_standby",
 		Help: "1 while another process holds the slot and this one waits to take over."},
 		func() float64 { return b2f(status().Standby) })
-	reg.MustRegister(m.transactions, m.events, m.commitToAck, m.slotLost, lag, standby)
+	reg.MustRegister(m.transactions, m.events, m.commitToAck, m.slotLost, m.visWait, lag, standby)
 	return m
 }
 
@@ -53,6 +58,11 @@ func (m *CDC) Event(entity, action string) { m.events.WithLabelValues(entity, ac
 
 // SlotLost implements cdc.Observer.
 func (m *CDC) SlotLost() { m.slotLost.Inc() }
+
+// VisibilityWait implements cdc.Observer.
+func (m *CDC) VisibilityWait(wait time.Duration) {
+	m.visWait.Observe(wait.Seconds())
+}
 
 // Tables exports zero counts for every entity and action of the tables, so
 // rates work from the start.
