@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/invalidator/invalidator/consistency"
-	"github.com/invalidator/invalidator/cdc"
-	"github.com/invalidator/invalidator/engine/sweep"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/invalidator/invalidator/cdc"
+	"github.com/invalidator/invalidator/consistency"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/nats-io/nuid"
 	"github.com/redis/go-redis/v9"
 )
