@@ -170,28 +170,7 @@ func (r *rig) results(kind consistency.Kind) map[string]map[consistency.Result]f
 
 func counter(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	fs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fs {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metric
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return float64(m.Histogram.GetSampleCount())
-		}
-	}
-	return 0
+	return testserver.MetricValue(t, g, name, labels)
 }
 
 // lines keeps the records logged through it.

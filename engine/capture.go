@@ -58,6 +58,18 @@ type Displaced struct {
 	Token string
 }
 
+// newCaptures returns, for each job with Capture, its empty Capture (nil
+// for the others); gensOn says whether the batch moves generations.
+func newCaptures(jobs []Job, gensOn bool) []*Capture {
+	caps := make([]*Capture, len(jobs))
+	for i, job := range jobs {
+		if job.Capture {
+			caps[i] = &Capture{Generations: gensOn}
+		}
+	}
+	return caps
+}
+
 // capturer queues the capturing commands of a batch's Capture jobs: each
 // generation key once, so that two jobs of one batch that name the same
 // key both see the token from before the batch.

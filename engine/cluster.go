@@ -197,13 +197,9 @@ func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, 
 // in its key's slot, so on the node and connection of the script that
 // follows it. See Capture.
 func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, []*Capture) {
-	removed, errs, caps := make([]int64, len(jobs)), make([]error, len(jobs)), make([]*Capture, len(jobs))
+	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	gensOn := e.Generations()
-	for i, job := range jobs {
-		if job.Capture {
-			caps[i] = &Capture{Generations: gensOn}
-		}
-	}
+	caps := newCaptures(jobs, gensOn)
 	var fills [][]string // per job, the keys whose fills a scope drained
 	if gensOn {
 		fills = e.drain(ctx, jobs, errs, caps)

@@ -85,13 +85,9 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 // return the tokens from before the batch even when another job of the
 // batch names the same keys.
 func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, []*Capture) {
-	removed, errs, caps := make([]int64, len(jobs)), make([]error, len(jobs)), make([]*Capture, len(jobs))
+	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	gensOn := e.Generations()
-	for i, job := range jobs {
-		if job.Capture {
-			caps[i] = &Capture{Generations: gensOn}
-		}
-	}
+	caps := newCaptures(jobs, gensOn)
 	if len(jobs) == 1 && !gensOn {
 		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact)
 		return removed, errs, caps

@@ -18,6 +18,7 @@ import (
 	"github.com/invalidator/invalidator/internal/metrics"
 	"github.com/invalidator/invalidator/internal/ops"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -253,26 +254,7 @@ func TestConsistencyCheckerFindsTheLostGeneration(t *testing.T) {
 // kind and result.
 func counterValue(t *testing.T, g prometheus.Gatherer, name, timescale, kind, result string) float64 {
 	t.Helper()
-	fs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"timescale": timescale, "kind": kind, "result": result}
-	for _, f := range fs {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if want[l.GetName()] != l.GetValue() {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return testserver.MetricValue(t, g, name, map[string]string{"timescale": timescale, "kind": kind, "result": result})
 }
 
 // all returns every message recorded.
