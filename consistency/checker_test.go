@@ -30,8 +30,8 @@ var testDelays = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond}
 // whose metrics go to a registry of their own and whose lines are kept.
 type rig struct {
 	t       *testing.T
-	rdb     *redis.Client
-	eng     *engine.Redis
+	rdb     redis.UniversalClient
+	eng     engine.Engine
 	proto   *guard.Protocol
 	checker *consistency.Checker
 	reg     *prometheus.Registry
@@ -46,6 +46,12 @@ func newRig(t *testing.T, cfg consistency.Config) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = eng.Close() })
+	return newRigOn(t, rdb, eng, cfg)
+}
+
+// newRigOn is newRig on a Redis and an engine of the caller's.
+func newRigOn(t *testing.T, rdb redis.UniversalClient, eng engine.Engine, cfg consistency.Config) *rig {
+	t.Helper()
 	proto, err := guard.New(rdb)
 	if err != nil {
 		t.Fatal(err)
@@ -601,5 +607,46 @@ func TestTimescale(t *testing.T) {
 		if got := consistency.Timescale(d); got != want {
 			t.Errorf("Timescale(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestClusterClasses runs the checker on a Redis Cluster, whose read
+// protocol GETs each generation on its own master and whose own
+// generations are hash-tagged into their key's slot: the cluster engine
+// captures with GETDEL of guard.ClusterKey, and the checker finds a
+// restored key stale, a refilled one refilled and a plain SET unknown.
+func TestClusterClasses(t *testing.T) {
+	t.Parallel()
+	rdb := testserver.ClusterClient(t, testserver.RedisCluster(t, 3))
+	eng, err := engine.NewCluster(rdb, engine.Config{Generations: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	r := newRigOn(t, rdb, eng, consistency.Config{})
+	stale, refilled, plain := "cache:course:c1", "cache:course:c2", "cache:course:c3"
+	old := r.fill(stale, "old")
+	tok := r.get(guard.ClusterKey(stale))
+	r.fill(refilled, "old")
+	r.fill(plain, "old")
+	s := r.invalidate("ev-c", engine.Job{Exact: []string{stale, refilled, plain}})
+	if i := slices.IndexFunc(s.Capture.Exact, func(d engine.Displaced) bool { return d.Scope == stale }); i < 0 || s.Capture.Exact[i].Previous != tok || s.Capture.Exact[i].Key != guard.ClusterKey(stale) {
+		t.Fatalf("capture %+v, want %s's own generation %s displaced", s.Capture.Exact, stale, tok)
+	}
+	r.set(guard.ClusterKey(stale), tok)
+	r.set(stale, old)
+	r.fill(refilled, "new")
+	r.set(plain, "raw")
+	r.submit(s)
+	r.checked(3)
+	w := want{}
+	for _, ts := range []string{"50ms", "200ms"} {
+		w[ts] = map[consistency.Result]float64{consistency.Stale: 1, consistency.Refilled: 1, consistency.Unknown: 1}
+	}
+	if got := r.results(consistency.Exact); !same(got, w) {
+		t.Errorf("checks_total = %v, want %v", got, w)
+	}
+	if rep := r.checker.Report(time.Now()); len(rep.Recent) != 1 || rep.Recent[0].Key != stale || rep.Recent[0].Generation != guard.ClusterKey(stale) {
+		t.Errorf("findings %+v, want %s stale by its own generation", rep.Recent, stale)
 	}
 }
