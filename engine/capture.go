@@ -58,34 +58,50 @@ type Displaced struct {
 	Token string
 }
 
-// newCaptures returns, for each job with Capture, its empty Capture (nil
-// for the others); gensOn says whether the batch moves generations.
-func newCaptures(jobs []Job, gensOn bool) []*Capture {
-	caps := make([]*Capture, len(jobs))
+// captures holds the Capture of each job of a batch with Capture set; nil
+// (no allocation) for a batch without one, the case of every batch when the
+// consistency checker is off.
+type captures []*Capture
+
+// newCaptures returns, for each job with Capture, its empty Capture;
+// gensOn says whether the batch moves generations.
+func newCaptures(jobs []Job, gensOn bool) captures {
+	var caps captures
 	for i, job := range jobs {
 		if job.Capture {
+			if caps == nil {
+				caps = make(captures, len(jobs))
+			}
 			caps[i] = &Capture{Generations: gensOn}
 		}
 	}
 	return caps
 }
 
+// of returns job i's Capture, nil when it has none.
+func (c captures) of(i int) *Capture {
+	if c == nil {
+		return nil
+	}
+	return c[i]
+}
+
 // capturer queues the capturing commands of a batch's Capture jobs: each
 // generation key once, so that two jobs of one batch that name the same
-// key both see the token from before the batch.
+// key both see the token from before the batch. Its zero value is ready,
+// and allocates nothing until a command is queued.
 type capturer struct {
 	getdel map[string]*redis.StringCmd
 	setget map[string]*redis.StatusCmd
-}
-
-func newCapturer() *capturer {
-	return &capturer{getdel: map[string]*redis.StringCmd{}, setget: map[string]*redis.StatusCmd{}}
 }
 
 // remove queues GETDEL of generation key gen, once, and returns it.
 func (c *capturer) remove(ctx context.Context, pipe redis.Pipeliner, gen string) *redis.StringCmd {
 	if cmd, ok := c.getdel[gen]; ok {
 		return cmd
+	}
+	if c.getdel == nil {
+		c.getdel = map[string]*redis.StringCmd{}
 	}
 	cmd := pipe.GetDel(ctx, gen)
 	c.getdel[gen] = cmd
@@ -96,6 +112,9 @@ func (c *capturer) remove(ctx context.Context, pipe redis.Pipeliner, gen string)
 func (c *capturer) set(ctx context.Context, pipe redis.Pipeliner, gen, token string) *redis.StatusCmd {
 	if cmd, ok := c.setget[gen]; ok {
 		return cmd
+	}
+	if c.setget == nil {
+		c.setget = map[string]*redis.StatusCmd{}
 	}
 	cmd := pipe.SetArgs(ctx, gen, token, redis.SetArgs{Get: true, TTL: guard.TTL})
 	c.setget[gen] = cmd

@@ -196,7 +196,7 @@ func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, 
 // removed with GETDEL in the second, queued before any job's script: each
 // in its key's slot, so on the node and connection of the script that
 // follows it. See Capture.
-func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, []*Capture) {
+func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, captures) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	gensOn := e.Generations()
 	caps := newCaptures(jobs, gensOn)
@@ -209,10 +209,10 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, 
 	counts := make([][]*redis.IntCmd, len(jobs))
 	var fill []func()
 	if gensOn {
-		c := newCapturer()
+		var c capturer
 		for i, job := range jobs {
 			if job.Capture && errs[i] == nil {
-				cmds[i], fill = captureOwn(ctx, pipe, c, job, caps[i], fill)
+				cmds[i], fill = captureOwn(ctx, pipe, &c, job, caps.of(i), fill)
 			}
 		}
 	}
@@ -351,14 +351,14 @@ func bySlot(keys []string) [][]string {
 // found. A job whose drain or advance fails gets the error in errs. The
 // scopes of a job with a Capture (caps[i]) are SET with GET, queued before
 // every other SET, and recorded in its Capture.
-func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error, caps []*Capture) [][]string {
+func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error, caps captures) [][]string {
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]*redis.Cmd, len(jobs))
 	sets := make([][]*redis.StatusCmd, len(jobs))
 	token := guard.NewToken()
-	c := newCapturer()
+	var c capturer
 	for i, job := range jobs {
-		if caps[i] != nil {
+		if caps.of(i) != nil {
 			for _, scope := range scopes(job.Patterns) {
 				sets[i] = append(sets[i], c.set(ctx, pipe, guard.Key(scope), token))
 			}
@@ -368,7 +368,7 @@ func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error, caps []*C
 		for _, scope := range scopes(job.Patterns) {
 			key := guard.RegistryKey(scope)
 			cmds[i] = append(cmds[i], pipe.Eval(ctx, drainRegistry, []string{key}))
-			if caps[i] == nil {
+			if caps.of(i) == nil {
 				sets[i] = append(sets[i], pipe.Set(ctx, guard.Key(scope), token, guard.TTL))
 			}
 		}
@@ -378,7 +378,7 @@ func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error, caps []*C
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, job := range jobs {
-		if caps[i] == nil {
+		if caps.of(i) == nil {
 			continue
 		}
 		for k, scope := range scopes(job.Patterns) {

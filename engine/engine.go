@@ -96,7 +96,7 @@ var ErrSweepTooLong = errors.New("too many SCAN calls")
 // keys its sweep removed (sweep's sample argument is then
 // MaxCapturedKeys, else 0).
 func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
-	exact func(context.Context, []Job) ([]int64, []error, []*Capture), sweep func(context.Context, []string, int) (Result, error)) {
+	exact func(context.Context, []Job) ([]int64, []error, captures), sweep func(context.Context, []string, int) (Result, error)) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		for i := range jobs {
@@ -108,7 +108,7 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 	var sweeps []int
 	for i, job := range jobs {
 		if errs[i] != nil || len(job.Patterns) == 0 {
-			done(i, Result{Removed: removed[i], Duration: time.Since(start), Capture: caps[i]}, errs[i])
+			done(i, Result{Removed: removed[i], Duration: time.Since(start), Capture: caps.of(i)}, errs[i])
 			continue
 		}
 		sweeps = append(sweeps, i)
@@ -116,18 +116,18 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 	p := pool.New()
 	for _, i := range sweeps {
 		p.Go(func() {
-			sample := 0
-			if caps[i] != nil {
+			sample, cp := 0, caps.of(i)
+			if cp != nil {
 				sample = MaxCapturedKeys
 			}
 			res, err := sweep(ctx, jobs[i].Patterns, sample)
 			res.Removed += removed[i]
 			res.Duration = time.Since(start)
-			if caps[i] != nil {
+			if cp != nil {
 				if res.Capture != nil {
-					caps[i].Removed = res.Capture.Removed
+					cp.Removed = res.Capture.Removed
 				}
-				res.Capture = caps[i]
+				res.Capture = cp
 			}
 			done(i, res, err)
 		})

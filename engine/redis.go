@@ -84,7 +84,7 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 // exact key's own generation, SET ... GET of each scope's, so that they
 // return the tokens from before the batch even when another job of the
 // batch names the same keys.
-func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, []*Capture) {
+func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, captures) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
 	gensOn := e.Generations()
 	caps := newCaptures(jobs, gensOn)
@@ -98,10 +98,10 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, []
 	var fill []func()
 	if gensOn {
 		token := guard.NewToken()
-		c := newCapturer()
+		var c capturer
 		for i, job := range jobs {
 			if job.Capture {
-				gens[i], fill = capture(ctx, pipe, c, job, token, caps[i], fill)
+				gens[i], fill = capture(ctx, pipe, &c, job, token, caps.of(i), fill)
 			}
 		}
 		for i, job := range jobs {
