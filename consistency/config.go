@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -113,15 +114,20 @@ func validDelays(delays []time.Duration) error {
 	return nil
 }
 
-// ParseDelays parses a comma-separated list of durations ("1s,10s,60s"),
-// sorts it and checks it as Config.Validate does: at least one, each
-// positive, at most MaxDelay, none twice.
+// ParseDelays parses a comma-separated list of durations ("1s,10s,60s";
+// a bare number is seconds, as in every duration setting), sorts it and
+// checks it as Config.Validate does: at least one, each positive, at most
+// MaxDelay, none twice.
 func ParseDelays(s string) ([]time.Duration, error) {
 	var out []time.Duration
 	for _, f := range strings.Split(s, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(f))
+		f = strings.TrimSpace(f)
+		d, err := time.ParseDuration(f)
+		if n, ferr := strconv.ParseFloat(f, 64); err != nil && ferr == nil && n > 0 && n <= MaxDelay.Seconds() {
+			d, err = time.Duration(n*float64(time.Second)), nil
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %q is not a duration like 1s or 500ms", ErrInvalidConfig, strings.TrimSpace(f))
+			return nil, fmt.Errorf("%w: %q is not a duration like 1s or 500ms", ErrInvalidConfig, f)
 		}
 		out = append(out, d)
 	}

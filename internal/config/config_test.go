@@ -278,6 +278,12 @@ func TestFlagsApplyEachSetting(t *testing.T) {
 			want:  "[50ms 200ms 1m0s]",
 		},
 		{
+			name:  "CONSISTENCY_DELAYS bare numbers are seconds",
+			given: given{env: env("CONSISTENCY_DELAYS", "10,0.5")},
+			got:   func(c *config.Run) any { return fmt.Sprint(c.Worker.Consistency.Delays) },
+			want:  "[500ms 10s]",
+		},
+		{
 			name:  "INVALIDATOR_RULES",
 			given: given{env: env("INVALIDATOR_RULES", "/etc/invalidator/rules.yaml")},
 			got:   func(c *config.Run) any { return c.RulesPath },
@@ -427,7 +433,7 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"CONSISTENCY_SAMPLE NaN", given{env: env("CONSISTENCY_SAMPLE", "NaN")}, "CONSISTENCY_SAMPLE"},
 		{"CONSISTENCY_SAMPLE a percentage", given{env: env("CONSISTENCY_SAMPLE", "1%")}, "CONSISTENCY_SAMPLE"},
 		{"CONSISTENCY_DELAYS not durations", given{env: env("CONSISTENCY_DELAYS", "1s,soon")}, "CONSISTENCY_DELAYS"},
-		{"CONSISTENCY_DELAYS bare numbers", given{env: env("CONSISTENCY_DELAYS", "1,10")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS NaN", given{env: env("CONSISTENCY_DELAYS", "1s,NaN")}, "CONSISTENCY_DELAYS"},
 		{"CONSISTENCY_DELAYS zero", given{env: env("CONSISTENCY_DELAYS", "0s,1s")}, "CONSISTENCY_DELAYS"},
 		{"CONSISTENCY_DELAYS negative", given{env: env("CONSISTENCY_DELAYS", "-1s")}, "CONSISTENCY_DELAYS"},
 		{"CONSISTENCY_DELAYS twice the same", given{env: env("CONSISTENCY_DELAYS", "1s,1000ms")}, "CONSISTENCY_DELAYS"},
