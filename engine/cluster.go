@@ -190,15 +190,32 @@ func (e *Cluster) Apply(ctx context.Context, jobs []Job, done func(int, Result, 
 // the second removes, per job and slot, the generations and then the keys
 // in one script, and the drained fills' generations. The sweeps start
 // after both returned.
-func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
+//
+// A job with Capture gets its scope generations SET with GET in the first
+// round trip (before the other jobs' SETs), and its own generations
+// removed with GETDEL in the second, queued before any job's script: each
+// in its key's slot, so on the node and connection of the script that
+// follows it. See Capture.
+func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, captures) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
+	gensOn := e.Generations()
+	caps := newCaptures(jobs, gensOn)
 	var fills [][]string // per job, the keys whose fills a scope drained
-	if e.Generations() {
-		fills = e.drain(ctx, jobs, errs)
+	if gensOn {
+		fills = e.drain(ctx, jobs, errs, caps)
 	}
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]redis.Cmder, len(jobs))
 	counts := make([][]*redis.IntCmd, len(jobs))
+	var fill []func()
+	if gensOn {
+		var c capturer
+		for i, job := range jobs {
+			if job.Capture && errs[i] == nil {
+				cmds[i], fill = captureOwn(ctx, pipe, &c, job, caps.of(i), fill)
+			}
+		}
+	}
 	for i, job := range jobs {
 		if errs[i] != nil {
 			// The job failed before its keys; the fills its scopes drained
@@ -214,25 +231,44 @@ func (e *Cluster) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) 
 				counts[i] = append(counts[i], e.unlinkGroup(ctx, pipe, c))
 			}
 		}
-		if e.Generations() {
+		if gensOn {
 			gens := literalPatterns(job.Patterns)
 			if fills != nil {
 				gens = append(gens, fills[i]...)
 			}
-			cmds[i] = unlinkGenerations(ctx, pipe, gens)
+			cmds[i] = append(cmds[i], unlinkGenerations(ctx, pipe, gens)...)
 		}
 	}
 	if pipe.Len() == 0 {
-		return removed, errs
+		return removed, errs, caps
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, f := range fill {
+		f()
+	}
 	for i := range jobs {
 		if errs[i] != nil {
 			continue
 		}
 		removed[i], errs[i] = readJob(jobs[i], cmds[i], counts[i])
 	}
-	return removed, errs
+	return removed, errs, caps
+}
+
+// captureOwn queues, for a Capture job, GETDEL of the own generation
+// (guard.ClusterKey, in the key's slot) of each exact key and each pattern
+// without glob characters, and returns the commands and fill extended with
+// the functions that record their replies in cp.
+func captureOwn(ctx context.Context, pipe redis.Pipeliner, c *capturer, job Job, cp *Capture, fill []func()) ([]redis.Cmder, []func()) {
+	var cmds []redis.Cmder
+	keys := append(slices.Clone(job.Exact), literalPatterns(job.Patterns)...)
+	for _, k := range slices.Compact(slices.Sorted(slices.Values(keys))) {
+		gen := guard.ClusterKey(k)
+		cmd := c.remove(ctx, pipe, gen)
+		cmds = append(cmds, cmd)
+		fill = append(fill, func() { cp.Exact = append(cp.Exact, Displaced{Scope: k, Key: gen, Previous: previous(cmd)}) })
+	}
+	return cmds, fill
 }
 
 // unlinkGenerations queues on pipe the UNLINK of the own generations of
@@ -312,27 +348,47 @@ func bySlot(keys []string) [][]string {
 // job and advances each scope's generation (a SET to a token fresh for the
 // batch, as on one node: readers of stamped values, package cache, miss at
 // once), in one round trip, and returns per job the keys of the fills it
-// found. A job whose drain or advance fails gets the error in errs.
-func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error) [][]string {
+// found. A job whose drain or advance fails gets the error in errs. The
+// scopes of a job with a Capture (caps[i]) are SET with GET, queued before
+// every other SET, and recorded in its Capture.
+func (e *Cluster) drain(ctx context.Context, jobs []Job, errs []error, caps captures) [][]string {
 	pipe := e.rdb.Pipeline()
 	cmds := make([][]*redis.Cmd, len(jobs))
 	sets := make([][]*redis.StatusCmd, len(jobs))
 	token := guard.NewToken()
+	var c capturer
+	for i, job := range jobs {
+		if caps.of(i) != nil {
+			for _, scope := range scopes(job.Patterns) {
+				sets[i] = append(sets[i], c.set(ctx, pipe, guard.Key(scope), token))
+			}
+		}
+	}
 	for i, job := range jobs {
 		for _, scope := range scopes(job.Patterns) {
 			key := guard.RegistryKey(scope)
 			cmds[i] = append(cmds[i], pipe.Eval(ctx, drainRegistry, []string{key}))
-			sets[i] = append(sets[i], pipe.Set(ctx, guard.Key(scope), token, guard.TTL))
+			if caps.of(i) == nil {
+				sets[i] = append(sets[i], pipe.Set(ctx, guard.Key(scope), token, guard.TTL))
+			}
 		}
 	}
 	if pipe.Len() == 0 {
 		return nil
 	}
 	_, _ = pipe.Exec(ctx)
+	for i, job := range jobs {
+		if caps.of(i) == nil {
+			continue
+		}
+		for k, scope := range scopes(job.Patterns) {
+			caps[i].Scopes = append(caps[i].Scopes, Displaced{Scope: scope, Key: guard.Key(scope), Previous: previous(sets[i][k]), Token: token})
+		}
+	}
 	fills := make([][]string, len(jobs))
 	for i, ss := range sets {
 		for _, s := range ss {
-			if err := s.Err(); err != nil {
+			if err := s.Err(); !capturedOK(err) {
 				errs[i] = fmt.Errorf("advance scope generation: %w", err)
 				break
 			}
@@ -391,16 +447,23 @@ func scopes(patterns []string) []string {
 // that existed on N during the whole call, K among them. (Keys left in a
 // slot whose migration was aborted with SETSLOT STABLE are outside this
 // argument; no client reaches them either.)
-func (e *Cluster) sweep(ctx context.Context, patterns []string) (Result, error) {
+//
+// With sample > 0 the result's Capture holds up to sample of the keys
+// removed per pattern, gathered over every master and round.
+func (e *Cluster) sweep(ctx context.Context, patterns []string, sample int) (Result, error) {
 	var total Result
+	if sample > 0 {
+		total.Capture = &Capture{}
+	}
 	prev, err := e.topology(ctx)
 	if err != nil {
 		return total, fmt.Errorf("sweep: %w", err)
 	}
 	todo := prev.sweepable()
 	for len(todo) > 0 {
-		res, moved, err := e.sweepNodes(ctx, todo, patterns)
+		res, moved, err := e.sweepNodes(ctx, todo, patterns, sample)
 		total.Add(res)
+		total.Capture.addRemoved(res.Capture, sample)
 		if err != nil {
 			return total, err
 		}
@@ -444,17 +507,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 // returns the sum and the first error. A master whose walk met a
 // redirection (MOVED, ASK or TRYAGAIN: a key of the page moved away before
 // its UNLINK) is listed in moved instead of failing: its walk restarts.
-func (e *Cluster) sweepNodes(ctx context.Context, addrs []string, patterns []string) (total Result, moved []string, first error) {
+func (e *Cluster) sweepNodes(ctx context.Context, addrs []string, patterns []string, sample int) (total Result, moved []string, first error) {
+	if sample > 0 {
+		total.Capture = &Capture{}
+	}
 	var (
 		mu sync.Mutex
 		wg sync.WaitGroup
 	)
 	for _, addr := range addrs {
 		wg.Go(func() {
-			res, err := e.sweepNode(ctx, addr, patterns)
+			res, err := e.sweepNode(ctx, addr, patterns, sample)
 			mu.Lock()
 			defer mu.Unlock()
 			total.Add(res)
+			total.Capture.addRemoved(res.Capture, sample)
 			switch {
 			case err == nil:
 			case redirected(err) && ctx.Err() == nil:
@@ -476,12 +543,12 @@ func redirected(err error) bool {
 	return moved || ask || redis.IsTryAgainError(err)
 }
 
-func (e *Cluster) sweepNode(ctx context.Context, addr string, patterns []string) (Result, error) {
+func (e *Cluster) sweepNode(ctx context.Context, addr string, patterns []string, sample int) (Result, error) {
 	n, err := e.node(ctx, addr)
 	if err != nil {
 		return Result{}, fmt.Errorf("sweep %s: %w", addr, err)
 	}
-	res, err := walk(ctx, n.walker, patterns)
+	res, err := walk(ctx, n.walker, patterns, sample)
 	if err != nil {
 		err = fmt.Errorf("%s: %w", addr, err)
 	}

@@ -32,6 +32,12 @@ type Job struct {
 	Exact []string
 	// Patterns are Redis glob patterns; every key matching one is removed.
 	Patterns []string
+	// Capture asks the engine to report, in Result.Capture, the generation
+	// tokens the job displaced and a sample of the keys its patterns
+	// removed (see Capture), for the consistency checker. It costs a reply
+	// per generation key and keeps the job's own generations out of the
+	// batch's UNLINK; the keys removed are the same.
+	Capture bool
 }
 
 // Result counts what the engine did for one job.
@@ -44,9 +50,12 @@ type Result struct {
 	ScanCalls int64
 	// Duration is the wall time of the job.
 	Duration time.Duration
+	// Capture is what the job moved in the generation guard, for a job
+	// with Job.Capture set; nil otherwise.
+	Capture *Capture
 }
 
-// Add adds the counts of o to r (not the duration).
+// Add adds the counts of o to r (not the duration, nor the capture).
 func (r *Result) Add(o Result) {
 	r.Scanned += o.Scanned
 	r.Removed += o.Removed
@@ -82,8 +91,12 @@ var ErrSweepTooLong = errors.New("too many SCAN calls")
 // jobs first (exact), then the exact-only jobs are done, before any sweep
 // starts; then every pattern job joins the shared walk (sweep) in its own
 // goroutine at once, and is done as soon as it completes.
+//
+// A job with Capture gets its Capture from exact, and the sample of the
+// keys its sweep removed (sweep's sample argument is then
+// MaxCapturedKeys, else 0).
 func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
-	exact func(context.Context, []Job) ([]int64, []error), sweep func(context.Context, []string) (Result, error)) {
+	exact func(context.Context, []Job) ([]int64, []error, captures), sweep func(context.Context, []string, int) (Result, error)) {
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		for i := range jobs {
@@ -91,11 +104,11 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 		}
 		return
 	}
-	removed, errs := exact(ctx, jobs)
+	removed, errs, caps := exact(ctx, jobs)
 	var sweeps []int
 	for i, job := range jobs {
 		if errs[i] != nil || len(job.Patterns) == 0 {
-			done(i, Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
+			done(i, Result{Removed: removed[i], Duration: time.Since(start), Capture: caps.of(i)}, errs[i])
 			continue
 		}
 		sweeps = append(sweeps, i)
@@ -103,9 +116,19 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 	p := pool.New()
 	for _, i := range sweeps {
 		p.Go(func() {
-			res, err := sweep(ctx, jobs[i].Patterns)
+			sample, cp := 0, caps.of(i)
+			if cp != nil {
+				sample = MaxCapturedKeys
+			}
+			res, err := sweep(ctx, jobs[i].Patterns, sample)
 			res.Removed += removed[i]
 			res.Duration = time.Since(start)
+			if cp != nil {
+				if res.Capture != nil {
+					cp.Removed = res.Capture.Removed
+				}
+				res.Capture = cp
+			}
 			done(i, res, err)
 		})
 	}
@@ -116,7 +139,7 @@ func apply(ctx context.Context, jobs []Job, done func(int, Result, error),
 // generation commands it depends on (gens), then its UNLINKs.
 func readJob(job Job, gens []redis.Cmder, unlinks []*redis.IntCmd) (int64, error) {
 	for _, g := range gens {
-		if err := g.Err(); err != nil {
+		if err := g.Err(); !capturedOK(err) {
 			return 0, fmt.Errorf("generations: %w", err)
 		}
 	}
@@ -130,13 +153,18 @@ func readJob(job Job, gens []redis.Cmder, unlinks []*redis.IntCmd) (int64, error
 	return n, nil
 }
 
-// walk has patterns served by the shared walk w.
-func walk(ctx context.Context, w *sweep.Walker, patterns []string) (Result, error) {
-	r, err := w.Sweep(ctx, patterns)
+// walk has patterns served by the shared walk w. With sample > 0 the
+// result's Capture holds up to sample of the keys removed per pattern.
+func walk(ctx context.Context, w *sweep.Walker, patterns []string, sample int) (Result, error) {
+	r, err := w.SweepSample(ctx, patterns, sample)
 	if errors.Is(err, sweep.ErrPassTooLong) {
 		err = fmt.Errorf("%w: %w", ErrSweepTooLong, err)
 	}
-	return Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}, err
+	res := Result{Scanned: r.Examined, Removed: r.Removed, ScanCalls: r.ScanCalls}
+	if sample > 0 {
+		res.Capture = &Capture{Removed: r.Keys}
+	}
+	return res, err
 }
 
 // dryWalk reports to report every key of rdb that patterns match, in one

@@ -33,6 +33,17 @@ import (
 // sure that a generation is advanced before the keys are removed (a later
 // round trip, or generation keys in the key's slot).
 func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) []redis.Cmder {
+	scopes := jobScopes(job)
+	cmds := make([]redis.Cmder, len(scopes))
+	for i, s := range scopes {
+		cmds[i] = pipe.Set(ctx, guard.Key(s), token, guard.TTL)
+	}
+	return cmds
+}
+
+// jobScopes returns the distinct scopes (cachekeys.PatternScope) of the
+// job's patterns.
+func jobScopes(job Job) []string {
 	scopes := make([]string, 0, len(job.Patterns))
 	for _, p := range job.Patterns {
 		scopes = append(scopes, cachekeys.PatternScope(p))
@@ -41,11 +52,7 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 		slices.Sort(scopes)
 		scopes = slices.Compact(scopes)
 	}
-	cmds := make([]redis.Cmder, len(scopes))
-	for i, s := range scopes {
-		cmds[i] = pipe.Set(ctx, guard.Key(s), token, guard.TTL)
-	}
-	return cmds
+	return scopes
 }
 
 // removeGenerations queues on pipe the UNLINK of the generation keys of
@@ -53,10 +60,14 @@ func advance(ctx context.Context, pipe redis.Pipeliner, job Job, token string) [
 // returns them: one command for a whole batch, where a SET per key would
 // cost as much as the removal itself. Queued before the keys' own UNLINK on
 // the same connection, it runs first: a fill that claimed before it finds
-// its token gone. An error fails every job of the batch (they are retried).
+// its token gone. The exact keys of Capture jobs are left out: capture
+// removes their generations with GETDEL, earlier in the same pipeline. An error fails every job of the batch (they are retried).
 func removeGenerations(ctx context.Context, pipe redis.Pipeliner, jobs []Job) []redis.Cmder {
 	var gens []string
 	for _, job := range jobs {
+		if job.Capture {
+			continue // their generations went with GETDEL (capture)
+		}
 		for _, k := range job.Exact {
 			gens = append(gens, guard.Key(k))
 		}

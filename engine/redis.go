@@ -58,9 +58,10 @@ func (e *Redis) Close() error { return e.walker.Close() }
 // engine has one node).
 func (e *Redis) Sweeps() []sweep.Status { return []sweep.Status{e.walker.Status()} }
 
-// sweep has patterns served by the shared walk.
-func (e *Redis) sweep(ctx context.Context, patterns []string) (Result, error) {
-	return walk(ctx, e.walker, patterns)
+// sweep has patterns served by the shared walk, reporting a sample of the
+// keys removed when sample > 0.
+func (e *Redis) sweep(ctx context.Context, patterns []string, sample int) (Result, error) {
+	return walk(ctx, e.walker, patterns, sample)
 }
 
 // Apply implements Engine. The exact keys of all jobs (and, with
@@ -77,19 +78,34 @@ func (e *Redis) Apply(ctx context.Context, jobs []Job, done func(int, Result, er
 // removes the generation of every exact key (see engine/generation.go): a
 // pipeline runs in order on one connection, so every generation has moved
 // before the first key is removed.
-func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
+//
+// A job with Capture has its generations moved by capturing commands
+// queued first, in that same round trip (see Capture): GETDEL of each
+// exact key's own generation, SET ... GET of each scope's, so that they
+// return the tokens from before the batch even when another job of the
+// batch names the same keys.
+func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error, captures) {
 	removed, errs := make([]int64, len(jobs)), make([]error, len(jobs))
-	if len(jobs) == 1 && !e.Generations() {
+	gensOn := e.Generations()
+	caps := newCaptures(jobs, gensOn)
+	if len(jobs) == 1 && !gensOn {
 		removed[0], errs[0] = e.exact(ctx, jobs[0].Exact)
-		return removed, errs
+		return removed, errs, caps
 	}
 	pipe := e.rdb.Pipeline()
 	gens := make([][]redis.Cmder, len(jobs))
 	var drops []redis.Cmder
-	if e.Generations() {
+	var fill []func()
+	if gensOn {
 		token := guard.NewToken()
+		var c capturer
 		for i, job := range jobs {
-			if len(job.Patterns) > 0 {
+			if job.Capture {
+				gens[i], fill = capture(ctx, pipe, &c, job, token, caps.of(i), fill)
+			}
+		}
+		for i, job := range jobs {
+			if !job.Capture && len(job.Patterns) > 0 {
 				gens[i] = advance(ctx, pipe, job, token)
 			}
 		}
@@ -102,16 +118,43 @@ func (e *Redis) exactMany(ctx context.Context, jobs []Job) ([]int64, []error) {
 		}
 	}
 	if pipe.Len() == 0 {
-		return removed, errs
+		return removed, errs, caps
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
+	for _, f := range fill {
+		f()
+	}
 	for i, job := range jobs {
-		if len(job.Exact) > 0 { // the batch's generation UNLINKs serve exact keys only
+		if len(job.Exact) > 0 && !job.Capture { // the batch's generation UNLINKs serve exact keys only
 			gens[i] = append(gens[i], drops...)
 		}
 		removed[i], errs[i] = readJob(job, gens[i], cmds[i])
 	}
-	return removed, errs
+	return removed, errs, caps
+}
+
+// capture queues the capturing commands of one Capture job on pipe
+// through c: GETDEL of each exact key's own generation, SET ... GET of each
+// pattern scope's generation to token. It returns the commands the job
+// depends on, and appends to fill the functions that record their
+// replies in cp once the pipeline ran.
+func capture(ctx context.Context, pipe redis.Pipeliner, c *capturer, job Job, token string, cp *Capture, fill []func()) ([]redis.Cmder, []func()) {
+	var cmds []redis.Cmder
+	for _, k := range slices.Compact(slices.Sorted(slices.Values(job.Exact))) {
+		gen := guard.Key(k)
+		cmd := c.remove(ctx, pipe, gen)
+		cmds = append(cmds, cmd)
+		fill = append(fill, func() { cp.Exact = append(cp.Exact, Displaced{Scope: k, Key: gen, Previous: previous(cmd)}) })
+	}
+	for _, s := range jobScopes(job) {
+		gen := guard.Key(s)
+		cmd := c.set(ctx, pipe, gen, token)
+		cmds = append(cmds, cmd)
+		fill = append(fill, func() {
+			cp.Scopes = append(cp.Scopes, Displaced{Scope: s, Key: gen, Previous: previous(cmd), Token: token})
+		})
+	}
+	return cmds, fill
 }
 
 // exact removes keys in one round trip, in UNLINKs of at most unlinkChunk keys.

@@ -9,6 +9,11 @@
 // with the current tokens (O(1) in the keyspace, no SCAN), and a fill that
 // claimed before an invalidation writes nothing after it.
 //
+// Protocol.Inspect is Read that says why: the value's stamp beside the
+// current generations, for the consistency checker (package
+// consistency), which must tell a stale value from a missing, masked or
+// refilled one. Read and Inspect share one comparison (read.lua's).
+//
 // # The fill side: claim, fetch, guarded write
 //
 // A fill F of cache key K has a guard set G(K): Key(K) and

@@ -156,11 +156,17 @@ func checkRead(key string, r readCmds) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("guard: read %s: %w", key, err)
 	}
-	head := Stamp(current)
-	if !strings.HasPrefix(value, head) {
+	if !stampedWith(value, current) {
 		return nil, false, nil
 	}
-	return []byte(value[len(head):]), true, nil
+	return []byte(value[len(Stamp(current)):]), true, nil
+}
+
+// stampedWith reports whether value is stamped with exactly the
+// generations current (a missing one reading "0"): the comparison of
+// read.lua, kept once for Read and Inspect.
+func stampedWith(value string, current []string) bool {
+	return strings.HasPrefix(value, Stamp(current))
 }
 
 // Claim claims the guard generations of key before the source is read, in

@@ -83,5 +83,5 @@ func NewToken() string { return nuid.Next() }
 // Stamp returns the head a value stamped with tokens starts with:
 // "@gen <token> <token> ...\n".
 func Stamp(tokens []string) string {
-	return "@gen " + strings.Join(tokens, " ") + "\n"
+	return stampHead + strings.Join(tokens, " ") + "\n"
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
@@ -18,12 +19,14 @@ import (
 var LeastPrivilegeACL = []any{
 	"on", ">worker-pw", "resetkeys", "~cache:*", "~user:*", "~invalidator:*", "resetchannels", "-@all",
 	"+scan", "+unlink", "+get", "+set", "+mget", "+eval", "+evalsha", "+ping", "+info", "+dbsize",
-	"+hello", "+auth", "+client|setname",
+	"+hello", "+auth", "+client|setname", "+getdel",
 }
 
 // TestLeastPrivilegeUser runs the worker as the documented ACL user, with
-// generations on (as when warming): exact keys and patterns go, neighbours
-// stay, and nothing is refused.
+// generations on (as when warming) and the consistency checker on every
+// event (GETDEL and SET GET of the captured generations, its GET and MGET
+// reads): exact keys and patterns go, neighbours stay, and nothing is
+// refused.
 func TestLeastPrivilegeUser(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
@@ -36,10 +39,16 @@ func TestLeastPrivilegeUser(t *testing.T) {
 	}
 	h.set("cache:course_analytics:42", "cache:course_analytics:42:summary", "cache:course_analytics:420", "cache:system_stats:global",
 		"user:7", "user:7:profile", "user:70", "other:1")
-	r := h.start(testConfig(), worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{Generations: true})})
+	cfg := testConfig()
+	cfg.Consistency = consistency.Config{Sample: 1, Delays: []time.Duration{50 * time.Millisecond}}
+	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{Generations: true})})
 	h.publish("events.course.updated", course(42))
 	h.publish("events.user.updated", map[string]any{"user_id": "7"})
 	h.eventually("both applied", 20*time.Second, func() bool { return r.w.Stats().Applied == 2 })
+	h.eventually("both checked", 20*time.Second, func() bool {
+		w := r.w.Consistency().Report(time.Now()).Timescales[0].LastHour
+		return w.Checked+w.Unknown >= 2
+	})
 	for _, k := range []string{"cache:course_analytics:42", "cache:course_analytics:42:summary", "cache:system_stats:global", "user:7", "user:7:profile"} {
 		if h.exists(k) {
 			t.Errorf("%s survived", k)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -95,6 +96,13 @@ type Config struct {
 	// master, re-read from the stream; they are not acked again. Negative
 	// turns the replay off. Defaults to 10s.
 	FailoverReplayWindow time.Duration
+	// Consistency configures the consistency checker (package
+	// consistency): the fraction of applied events whose keys are read
+	// again, at which delays, and its pace. Its zero value samples
+	// consistency.DefaultSample of the events; a negative Sample turns it
+	// off, and nothing changes on the hot path then. Its Logger defaults to
+	// Logger.
+	Consistency consistency.Config
 	// Logger gets the worker's lines (start, stop, outages, dead letters).
 	// Defaults to a discarding logger.
 	Logger *slog.Logger
@@ -131,6 +139,10 @@ func (c Config) WithDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Consistency.Logger == nil {
+		c.Consistency.Logger = c.Logger
+	}
+	c.Consistency = c.Consistency.WithDefaults()
 	return c
 }
 
@@ -168,6 +180,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return bad("backoff delays must be positive, not %s", d)
 		}
+	}
+	if err := c.Consistency.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/events"
@@ -37,6 +38,9 @@ type delivery struct {
 	plan cachekeys.Plan
 	rep  Report
 	done atomic.Bool
+	// capture is the engine's capture of a sampled event's last attempt,
+	// for the consistency checker; nil when not sampled.
+	capture *engine.Capture
 }
 
 // handleGroup settles a group of deliveries: malformed and rejected ones at
@@ -107,10 +111,16 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 	jobs := make([]engine.Job, len(work))
 	for i, d := range work {
 		jobs[i] = engine.Job{Exact: d.plan.Exact, Patterns: d.plan.Patterns}
+		if w.checker != nil {
+			jobs[i].Capture = w.checker.Sampled()
+		}
 	}
 	w.retryApply(ctx, jobs, func(i int, res engine.Result) {
 		work[i].rep.Result.Add(res)
 		work[i].rep.Duration += res.Duration
+		if res.Capture != nil {
+			work[i].capture = res.Capture
+		}
 	}, func(i int, err error) {
 		work[i].rep.Err = err
 		w.finish(ctx, work[i], start)
@@ -223,6 +233,10 @@ func (w *Worker) finish(ctx context.Context, d *delivery, start time.Time) {
 	}
 	if d.rep.Outcome == Applied && w.warmer != nil && len(d.plan.Warm) > 0 {
 		w.warmer.Enqueue(d.plan.Warm) // never blocks the handler
+	}
+	if d.rep.Outcome == Applied && d.capture != nil {
+		w.checker.Submit(consistency.Sample{EventID: d.ev.ID, Subject: d.rep.Subject, Applied: now,
+			Exact: d.plan.Exact, Capture: d.capture}) // never blocks: a full queue drops the sample
 	}
 	w.record(d.rep, now)
 	w.logReport(d.rep, now.Sub(start))

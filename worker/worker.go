@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/warm"
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,9 @@ type Worker struct {
 	gate   *gate
 	warmer *warm.Warmer
 	sched  *warm.Scheduler
+	// checker re-reads the keys of a sample of the applied events; nil
+	// when Config.Consistency is off.
+	checker *consistency.Checker
 	// replayer notes acks (finish) and replays them after a failover; nil
 	// on a client with many masters.
 	replayer *replayer
@@ -111,8 +115,18 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		warmer: d.Warmer, sched: d.Scheduler, started: make(chan struct{})}
 	w.gate = newGate(d.Redis, cfg.Logger, d.Observer, cfg.HealthInterval)
 	w.replayer = newReplayer(w)
+	if cfg.Consistency.Enabled() {
+		c, err := consistency.New(d.Redis, cfg.Consistency)
+		if err != nil {
+			return nil, fmt.Errorf("%w: consistency checker: %w", ErrInvalidConfig, err)
+		}
+		w.checker = c
+	}
 	return w, nil
 }
+
+// Consistency returns the consistency checker, nil when it is off.
+func (w *Worker) Consistency() *consistency.Checker { return w.checker }
 
 // Config returns the worker's configuration, defaults filled in.
 func (w *Worker) Config() Config { return w.cfg }
@@ -258,6 +272,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	if w.sched != nil {
 		bg.Go(func() { w.sched.Run(ctx) })
+	}
+	if w.checker != nil { // its checks are a sample: it stops with the worker, dropping those not made
+		bg.Go(func() { _ = w.checker.Run(gateCtx) })
+		w.log.Info("🔧 consistency checker on", slog.String("checker", w.checker.String()))
 	}
 
 	w.log.Info("✅ worker started", slog.String("stream", w.cfg.Stream), slog.String("consumer", w.cfg.Consumer),

@@ -190,6 +190,20 @@ func TestRun(t *testing.T) {
 			wantStderrLines: 1,
 		},
 		{
+			name:            "run with a bad consistency sample",
+			given:           given{args: []string{"run"}, env: map[string]string{"CONSISTENCY_SAMPLE": "2"}},
+			want:            exitUsage,
+			wantStderr:      []string{"CONSISTENCY_SAMPLE"},
+			wantStderrLines: 1,
+		},
+		{
+			name:            "dev with bad consistency delays",
+			given:           given{args: []string{"dev", "--consistency-delays=1s,1s"}},
+			want:            exitUsage,
+			wantStderr:      []string{"-consistency-delays"},
+			wantStderrLines: 1,
+		},
+		{
 			name:            "dev with a bad variable",
 			given:           given{args: []string{"dev"}, env: map[string]string{"LOG_FORMAT": "xml"}},
 			want:            exitUsage,

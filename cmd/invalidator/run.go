@@ -9,6 +9,7 @@ import (
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/cdc"
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -102,6 +103,12 @@ func serve(ctx context.Context, e env, cfg *config.Run, rules *cachekeys.Rules, 
 		scheduled = append(scheduled, sc.Key.String())
 	}
 	m.Schedules(scheduled...)
+	var timescales []string
+	for _, d := range wcfg.Consistency.Delays {
+		timescales = append(timescales, consistency.Timescale(d))
+	}
+	wcfg.Consistency.Observer = m.Consistency(timescales)
+	wcfg.Consistency.Logger = log
 	gens, err := cfg.UseGenerations(rules.Warms())
 	if err != nil {
 		return usageError{err}

@@ -74,6 +74,7 @@ var cases = []struct {
 	{"neighbours stay untouched", "neighbours", testNeighbours},
 	{"exact jobs do not wait for patterns", "nowait", testExactNotHeldBack},
 	{"large job", "large", testLargeJob},
+	{"capture reports what a job displaced", "capture", testCapture},
 }
 
 // recorder is the done callback of a case: safe for concurrent calls, it
@@ -508,4 +509,77 @@ func anys(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// testCapture: a job with Capture reports the token each generation it
+// moved held before (own generations of exact keys, the scope's), the
+// batch token, and a sample of at most engine.MaxCapturedKeys of the keys
+// its pattern removed, all of them keys the pattern matched; another job
+// of the batch naming the same exact key and scope does not hide the
+// tokens from before the batch, and reports no capture. Without
+// generations the capture says so and holds the keys only.
+func testCapture(t *testing.T, s Setup, p string) {
+	ctx := t.Context()
+	e1, e2, scope := p+"e:1", p+"e:2", p+"pat:"
+	pattern := scope + "*"
+	matched := keys(p, "pat", 150)
+	seed(t, s.Client, append([]string{e1, e2}, matched...)...)
+	own := guard.Key
+	if _, ok := s.Client.(*redis.ClusterClient); ok {
+		own = guard.ClusterKey
+	}
+	for k, v := range map[string]string{own(e1): "tok-e1", guard.Key(scope): "tok-scope"} {
+		if err := s.Client.Set(ctx, k, v, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := apply(t, ctx, s, []engine.Job{
+		{Exact: []string{e1}, Patterns: []string{scope + "none*"}},
+		{Exact: []string{e1, e2}, Patterns: []string{pattern}, Capture: true},
+	})
+	rec.requireNoErrors(t)
+	if c := rec.results[0].Capture; c != nil {
+		t.Errorf("the job without Capture reports %+v", c)
+	}
+	c := rec.results[1].Capture
+	if c == nil {
+		t.Fatal("the job with Capture reports no capture")
+	}
+	gens := false
+	if g, ok := s.Engine.(interface{ Generations() bool }); ok {
+		gens = g.Generations()
+	}
+	if c.Generations != gens {
+		t.Errorf("Capture.Generations = %v, want %v", c.Generations, gens)
+	}
+	if gens {
+		want := []engine.Displaced{{Scope: e1, Key: own(e1), Previous: "tok-e1"}, {Scope: e2, Key: own(e2)}}
+		if !slices.Equal(c.Exact, want) {
+			t.Errorf("Capture.Exact = %+v, want %+v", c.Exact, want)
+		}
+		now, err := s.Client.Get(ctx, guard.Key(scope)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []engine.Displaced{{Scope: scope, Key: guard.Key(scope), Previous: "tok-scope", Token: now}}; !slices.Equal(c.Scopes, want) {
+			t.Errorf("Capture.Scopes = %+v, want %+v", c.Scopes, want)
+		}
+		if n, _ := s.Client.Exists(ctx, own(e1), own(e2)).Result(); n != 0 {
+			t.Errorf("%d own generations of the exact keys are left", n)
+		}
+	} else if len(c.Exact)+len(c.Scopes) > 0 {
+		t.Errorf("without generations the capture holds tokens: %+v", c)
+	}
+	got := c.Removed[pattern]
+	if len(got) != engine.MaxCapturedKeys {
+		t.Errorf("%d keys captured for %s, want %d", len(got), pattern, engine.MaxCapturedKeys)
+	}
+	seen := map[string]bool{}
+	for _, k := range got {
+		if !slices.Contains(matched, k) || seen[k] {
+			t.Errorf("captured key %q: not one the pattern removed, or twice", k)
+		}
+		seen[k] = true
+	}
+	requireKeys(t, s.Client, p+"*", nil)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -45,6 +46,11 @@ type Result struct {
 	// ScanCalls is the number of SCAN calls made while the call's patterns
 	// were active.
 	ScanCalls int64
+	// Keys holds, for a SweepSample call, a uniform sample of at most n of
+	// the keys matched (and unlinked) for the call under each pattern of
+	// the match set that matched them: the call's own pattern, or a wider
+	// one of the call's that covers it. Nil for Sweep.
+	Keys map[string][]string
 }
 
 // Status is a snapshot of a Walker, for an ops endpoint.
@@ -109,6 +115,25 @@ type request struct {
 	done     chan struct{}
 	finished bool
 	stamp    int64 // last round trip counted in res
+	// sample is SweepSample's n (0 for Sweep); seen counts the keys
+	// matched per pattern, for the reservoir in res.Keys.
+	sample int
+	seen   map[string]int
+}
+
+// keep offers key, matched under pattern, to the request's sample of that
+// pattern: reservoir sampling, so the sample is uniform over the keys
+// matched, whatever their number.
+func (r *request) keep(pattern, key string) {
+	if r.res.Keys == nil {
+		r.res.Keys, r.seen = map[string][]string{}, map[string]int{}
+	}
+	r.seen[pattern]++
+	if kept := r.res.Keys[pattern]; len(kept) < r.sample {
+		r.res.Keys[pattern] = append(kept, key)
+	} else if j := rand.IntN(r.seen[pattern]); j < r.sample {
+		kept[j] = key
+	}
 }
 
 // entry is one pattern of a request.
@@ -143,13 +168,26 @@ func New(rdb *redis.Client, cfg Config) *Walker {
 // (every pattern active in the walk at that moment fails; the walk starts
 // afresh for later calls), or with ErrClosed. Safe for concurrent use.
 func (w *Walker) Sweep(ctx context.Context, patterns []string) (Result, error) {
+	return w.sweep(ctx, patterns, 0)
+}
+
+// SweepSample is Sweep that also reports in Result.Keys a uniform sample of
+// at most n of the keys it matched under each pattern, for a consistency
+// checker that reads them again later (no SCAN of its own). A key that a
+// pattern of an earlier caller matched too is counted for that caller (see
+// Result.Removed), and so is not in this call's sample.
+func (w *Walker) SweepSample(ctx context.Context, patterns []string, n int) (Result, error) {
+	return w.sweep(ctx, patterns, max(n, 0))
+}
+
+func (w *Walker) sweep(ctx context.Context, patterns []string, sample int) (Result, error) {
 	if w.err != nil {
 		return Result{}, w.err
 	}
 	if err := ctx.Err(); err != nil || len(patterns) == 0 {
 		return Result{}, err
 	}
-	req := &request{left: len(patterns), done: make(chan struct{}), stamp: -1}
+	req := &request{left: len(patterns), done: make(chan struct{}), stamp: -1, sample: sample}
 	now := time.Now()
 	w.mu.Lock()
 	if w.closed {
@@ -560,6 +598,9 @@ func (w *Walker) page(s *walkState, keys []string, next uint64) (examined, match
 	for _, k := range keys {
 		if p, ok := s.set.find(k); ok {
 			matched++
+			if owner := s.owner[p]; owner.sample > 0 && !owner.finished {
+				owner.keep(p, k)
+			}
 			if w.cfg.DryRun != nil {
 				w.cfg.DryRun(k)
 				s.owner[p].res.Removed++

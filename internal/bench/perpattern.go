@@ -18,7 +18,9 @@ import (
 // own SCAN MATCH cursor, so every pattern of every event costs a pass.
 // Exact keys of a batch go in one pipelined round trip; then at most
 // perPatternConcurrency pattern jobs, and as many patterns of one job, are
-// swept at once. It passes engine/enginetest (perpattern_test.go).
+// swept at once. It passes engine/enginetest (perpattern_test.go). It
+// moves no generation: a job's Capture holds only the first
+// engine.MaxCapturedKeys keys each pattern's sweep matched.
 type perPattern struct {
 	rdb *redis.Client
 }
@@ -46,12 +48,16 @@ func (e perPattern) Apply(ctx context.Context, jobs []engine.Job, done func(int,
 	e.exactMany(ctx, jobs, removed, errs)
 	p := pool.New().WithMaxGoroutines(perPatternConcurrency)
 	for i, job := range jobs {
+		var capture *engine.Capture
+		if job.Capture {
+			capture = &engine.Capture{}
+		}
 		if errs[i] != nil || len(job.Patterns) == 0 {
-			done(i, engine.Result{Removed: removed[i], Duration: time.Since(start)}, errs[i])
+			done(i, engine.Result{Removed: removed[i], Duration: time.Since(start), Capture: capture}, errs[i])
 			continue
 		}
 		p.Go(func() {
-			res, err := e.sweepAll(ctx, job.Patterns)
+			res, err := e.sweepAll(ctx, job.Patterns, capture)
 			res.Removed += removed[i]
 			res.Duration = time.Since(start)
 			done(i, res, err)
@@ -87,41 +93,55 @@ func (e perPattern) exactMany(ctx context.Context, jobs []engine.Job, removed []
 
 // sweepAll sweeps patterns concurrently, at most perPatternConcurrency at
 // once; the first failure cancels the others.
-func (e perPattern) sweepAll(ctx context.Context, patterns []string) (engine.Result, error) {
-	var total engine.Result
+// With capture set, the first engine.MaxCapturedKeys keys each pattern
+// matched go to its Removed.
+func (e perPattern) sweepAll(ctx context.Context, patterns []string, capture *engine.Capture) (engine.Result, error) {
+	total := engine.Result{Capture: capture}
 	results := make([]engine.Result, len(patterns))
+	kept := make([][]string, len(patterns))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(perPatternConcurrency)
 	for i, p := range patterns {
 		g.Go(func() (err error) {
-			results[i], err = e.sweep(gctx, p)
+			results[i], kept[i], err = e.sweep(gctx, p, capture != nil)
 			return err
 		})
 	}
 	err := g.Wait()
-	for _, r := range results {
+	for i, r := range results {
 		total.Add(r)
+		if capture != nil {
+			if capture.Removed == nil {
+				capture.Removed = map[string][]string{}
+			}
+			capture.Removed[patterns[i]] = kept[i]
+		}
 	}
 	return total, err
 }
 
 // sweep removes every key matching pattern. Each round trip is one pipeline
 // holding UNLINK of the page in hand and SCAN of the next page.
-func (e perPattern) sweep(ctx context.Context, pattern string) (engine.Result, error) {
+// With keep, it also returns the first engine.MaxCapturedKeys keys matched.
+func (e perPattern) sweep(ctx context.Context, pattern string, keep bool) (engine.Result, []string, error) {
 	var (
 		res     engine.Result
 		cursor  uint64
 		pending []string
+		kept    []string
 	)
 	for calls := 0; ; calls++ {
 		if calls >= perPatternMaxCalls {
 			n, _ := e.unlinkPage(ctx, pending)
 			res.Removed += n
-			return res, fmt.Errorf("sweep %q: %w after %d SCAN calls", pattern, errSweepTooLong, calls)
+			return res, kept, fmt.Errorf("sweep %q: %w after %d SCAN calls", pattern, errSweepTooLong, calls)
 		}
 		keys, next, removed, err := e.page(ctx, pattern, cursor, pending)
 		if err != nil {
-			return res, fmt.Errorf("sweep %q: %w", pattern, err)
+			return res, kept, fmt.Errorf("sweep %q: %w", pattern, err)
+		}
+		if keep {
+			kept = append(kept, keys[:min(len(keys), engine.MaxCapturedKeys-len(kept))]...)
 		}
 		res.ScanCalls++
 		res.Scanned += int64(len(keys))
@@ -134,9 +154,9 @@ func (e perPattern) sweep(ctx context.Context, pattern string) (engine.Result, e
 	n, err := e.unlinkPage(ctx, pending)
 	res.Removed += n
 	if err != nil {
-		return res, fmt.Errorf("sweep %q: %w", pattern, err)
+		return res, kept, fmt.Errorf("sweep %q: %w", pattern, err)
 	}
-	return res, nil
+	return res, kept, nil
 }
 
 // page sends UNLINK of pending (if any) and one SCAN in one round trip.

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cdc"
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/logging"
 	"github.com/invalidator/invalidator/warm"
@@ -77,6 +79,8 @@ var Settings = []Setting{
 	{"SCAN_COUNT", "scan-count", "int", strconv.Itoa(engine.DefaultScanCount), "largest COUNT of a SCAN (the walk lowers it to keep each call under 2 ms)"},
 	{"SCAN_BUDGET", "scan-budget", "int", "0", "keys examined per second per Redis node by the shared sweep; 0 is unlimited"},
 	{"GENERATIONS", "generations", "mode", "auto", "advance the generation guard before removing keys: auto (when the rules warm), on (services read and fill through the cache package), off"},
+	{"CONSISTENCY_SAMPLE", "consistency-sample", "fraction", strconv.FormatFloat(consistency.DefaultSample, 'g', -1, 64), "fraction of applied events whose keys the consistency checker reads again; 0 turns it off"},
+	{"CONSISTENCY_DELAYS", "consistency-delays", "durations", "1s,10s,60s", "when the checker reads them, after the event was applied: the timescales of its nines"},
 	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "duration", worker.DefaultShutdownTimeout.String(), "time to finish events in flight after SIGTERM"},
 	{"HTTP_ADDR", "http-addr", "addr", DefaultHTTPAddr, "host:port of the health and metrics HTTP server; empty turns it off"},
 	{"OPS_TOKEN", "ops-token", "token", "", "bearer token required by /api/v3/... endpoints (optional); also the password of the console's basic auth, and without it the console is read-only"},
@@ -401,6 +405,7 @@ func (r *resolver) run() (*Run, error) {
 	if c.Worker.FailoverReplayWindow = r.duration("FAILOVER_REPLAY_WINDOW", 0); c.Worker.FailoverReplayWindow == 0 {
 		c.Worker.FailoverReplayWindow = -1
 	}
+	c.Worker.Consistency = r.consistency()
 	c.ScanCount = r.integer("SCAN_COUNT", 1, 1_000_000)
 	c.ScanBudget = r.integer("SCAN_BUDGET", 0, 1_000_000_000)
 	c.Generations = r.str("GENERATIONS")
@@ -440,6 +445,26 @@ func (r *resolver) run() (*Run, error) {
 		}
 	}
 	return c, r.err
+}
+
+// consistency reads CONSISTENCY_SAMPLE (a fraction from 0 to 1; 0 turns
+// the checker off, which the checker reads as a negative sample) and
+// CONSISTENCY_DELAYS (a comma-separated list of durations, sorted).
+func (r *resolver) consistency() consistency.Config {
+	var c consistency.Config
+	v, name := r.get("CONSISTENCY_SAMPLE")
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 1 {
+		r.fail(name, "must be a fraction from 0 to 1 (like 0.01; 0 turns the checker off), not %q", v)
+	}
+	if c.Sample = f; f == 0 {
+		c.Sample = -1
+	}
+	v, name = r.get("CONSISTENCY_DELAYS")
+	if c.Delays, err = consistency.ParseDelays(v); err != nil {
+		r.fail(name, "must be durations like 1s,10s,60s, each above 0 and at most %s, none twice, not %q", consistency.MaxDelay, v)
+	}
+	return c
 }
 
 func (r *resolver) names(c *Run) {

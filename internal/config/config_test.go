@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/config"
 	"github.com/invalidator/invalidator/internal/logging"
@@ -97,6 +98,9 @@ func TestFlagsDefaults(t *testing.T) {
 		{"Worker.AckWait", c.Worker.AckWait, worker.DefaultAckWait},
 		{"Worker.ShutdownTimeout", c.Worker.ShutdownTimeout, worker.DefaultShutdownTimeout},
 		{"Worker.FailoverReplayWindow", c.Worker.FailoverReplayWindow, worker.DefaultFailoverReplayWindow},
+		{"Worker.Consistency.Sample", c.Worker.Consistency.Sample, consistency.DefaultSample},
+		{"Worker.Consistency.Delays", fmt.Sprint(c.Worker.Consistency.Delays), "[1s 10s 1m0s]"},
+		{"Worker.Consistency.Enabled", c.Worker.Consistency.Enabled(), true},
 		{"ScanCount", c.ScanCount, engine.DefaultScanCount},
 		{"HTTPAddr", c.HTTPAddr, config.DefaultHTTPAddr},
 		{"OpsToken", c.OpsToken, ""},
@@ -250,6 +254,36 @@ func TestFlagsApplyEachSetting(t *testing.T) {
 			want:  time.Duration(-1),
 		},
 		{
+			name:  "CONSISTENCY_SAMPLE",
+			given: given{env: env("CONSISTENCY_SAMPLE", "0.25")},
+			got:   func(c *config.Run) any { return c.Worker.Consistency.Sample },
+			want:  0.25,
+		},
+		{
+			name:  "CONSISTENCY_SAMPLE 0 turns the checker off",
+			given: given{env: env("CONSISTENCY_SAMPLE", "0")},
+			got:   func(c *config.Run) any { return c.Worker.Consistency.Enabled() },
+			want:  false,
+		},
+		{
+			name:  "CONSISTENCY_SAMPLE 1 checks every event",
+			given: given{args: []string{"-consistency-sample=1"}},
+			got:   func(c *config.Run) any { return c.Worker.Consistency.Sample },
+			want:  1.0,
+		},
+		{
+			name:  "CONSISTENCY_DELAYS sorted",
+			given: given{env: env("CONSISTENCY_DELAYS", "200ms, 50ms,1m")},
+			got:   func(c *config.Run) any { return fmt.Sprint(c.Worker.Consistency.Delays) },
+			want:  "[50ms 200ms 1m0s]",
+		},
+		{
+			name:  "CONSISTENCY_DELAYS bare numbers are seconds",
+			given: given{env: env("CONSISTENCY_DELAYS", "10,0.5")},
+			got:   func(c *config.Run) any { return fmt.Sprint(c.Worker.Consistency.Delays) },
+			want:  "[500ms 10s]",
+		},
+		{
 			name:  "INVALIDATOR_RULES",
 			given: given{env: env("INVALIDATOR_RULES", "/etc/invalidator/rules.yaml")},
 			got:   func(c *config.Run) any { return c.RulesPath },
@@ -393,6 +427,19 @@ func TestFlagsRejectBadValues(t *testing.T) {
 		{"UI_PATH_PREFIX with a dot segment", given{env: env("UI_PATH_PREFIX", "/a/../b")}, "UI_PATH_PREFIX"},
 		{"UI_PATH_PREFIX with a quote", given{env: env("UI_PATH_PREFIX", "/a\"b")}, "UI_PATH_PREFIX"},
 		{"UI_PATH_PREFIX root", given{env: env("UI_PATH_PREFIX", "/")}, "UI_PATH_PREFIX"},
+		{"CONSISTENCY_SAMPLE not a number", given{env: env("CONSISTENCY_SAMPLE", "often")}, "CONSISTENCY_SAMPLE"},
+		{"CONSISTENCY_SAMPLE negative", given{env: env("CONSISTENCY_SAMPLE", "-0.1")}, "CONSISTENCY_SAMPLE"},
+		{"CONSISTENCY_SAMPLE over 1", given{env: env("CONSISTENCY_SAMPLE", "1.5")}, "CONSISTENCY_SAMPLE"},
+		{"CONSISTENCY_SAMPLE NaN", given{env: env("CONSISTENCY_SAMPLE", "NaN")}, "CONSISTENCY_SAMPLE"},
+		{"CONSISTENCY_SAMPLE a percentage", given{env: env("CONSISTENCY_SAMPLE", "1%")}, "CONSISTENCY_SAMPLE"},
+		{"CONSISTENCY_DELAYS not durations", given{env: env("CONSISTENCY_DELAYS", "1s,soon")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS NaN", given{env: env("CONSISTENCY_DELAYS", "1s,NaN")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS zero", given{env: env("CONSISTENCY_DELAYS", "0s,1s")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS negative", given{env: env("CONSISTENCY_DELAYS", "-1s")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS twice the same", given{env: env("CONSISTENCY_DELAYS", "1s,1000ms")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS over an hour", given{env: env("CONSISTENCY_DELAYS", "1s,2h")}, "CONSISTENCY_DELAYS"},
+		{"CONSISTENCY_DELAYS empty entry", given{env: env("CONSISTENCY_DELAYS", "1s,,10s")}, "CONSISTENCY_DELAYS"},
+		{"-consistency-delays named", given{args: []string{"-consistency-delays=x"}}, "-consistency-delays"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,7 @@ type Metrics struct {
 	warmLatency  prometheus.Histogram
 	scheduled    *prometheus.CounterVec
 	sweep        sweepMetrics
+	consistency  consistencyMetrics
 }
 
 // Sources are read at scrape time. Any may be nil until the worker is set up.
@@ -86,6 +87,7 @@ func New(reg prometheus.Registerer, src Sources) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newGauges(src))
 	m.sweep = newSweepMetrics(reg)
+	m.consistency = newConsistencyMetrics(reg)
 	for _, o := range []worker.Outcome{worker.Applied, worker.Retried, worker.DeadLettered, worker.Unrouted, worker.Abandoned} {
 		m.events.WithLabelValues(string(o)) // export zeros, so rates work from the start
 	}

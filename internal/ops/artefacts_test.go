@@ -213,6 +213,7 @@ func TestArtefactDashboard(t *testing.T) {
 		"Throughput by outcome", "Event lag (p50 / p99)", "Keys removed",
 		"Sweep passes", "Sweep active patterns", "Sweep progress", "Sweep pattern wait p99", "Sweep keys examined",
 		"Warm outcomes", "Redis / NATS up", "Consumer pending / ack pending", "Dead letters",
+		"Consistency nines by timescale", "Consistency checks by result",
 	} {
 		if !slices.Contains(titles, want) {
 			t.Errorf("no panel titled %q (panels: %q)", want, titles)
@@ -235,6 +236,7 @@ func TestArtefactDashboard(t *testing.T) {
 		"invalidator_sweep_pattern_wait_seconds_bucket", "invalidator_sweep_keys_examined_total",
 		"invalidator_warm_requests_total", "invalidator_redis_up", "invalidator_nats_up",
 		"invalidator_consumer_pending", "invalidator_consumer_ack_pending", "invalidator_dead_letters",
+		"invalidator_consistency_checks_total",
 	} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("the dashboard does not query %s", want)
@@ -242,7 +244,7 @@ func TestArtefactDashboard(t *testing.T) {
 	}
 }
 
-// TestArtefactAlerts checks the rules file has the five alerts, each with a
+// TestArtefactAlerts checks the rules file has the six alerts, each with a
 // for, a severity, a summary and a description, over the right metric.
 func TestArtefactAlerts(t *testing.T) {
 	r := loadRules(t)
@@ -252,6 +254,7 @@ func TestArtefactAlerts(t *testing.T) {
 		"InvalidatorLagHigh":                "invalidator_event_lag_seconds_bucket",
 		"InvalidatorConsumerPendingGrowing": "invalidator_consumer_pending",
 		"InvalidatorWarmBreakerOpen":        "invalidator_warm_requests_total",
+		"InvalidatorConsistencyStale":       "invalidator_consistency_checks_total",
 	}
 	seen := map[string]bool{}
 	for _, g := range r.Groups {
@@ -299,6 +302,10 @@ func TestArtefactAlerts(t *testing.T) {
 			}
 			if x.Alert == "InvalidatorConsumerPendingGrowing" && x.For != "5m" {
 				t.Errorf("InvalidatorConsumerPendingGrowing: for %q, want 5m", x.For)
+			}
+			if x.Alert == "InvalidatorConsistencyStale" && (!strings.Contains(x.Expr, `timescale="60s"`) ||
+				!strings.Contains(x.Expr, `result="stale"`) || !strings.Contains(x.Expr, "increase(") || !strings.Contains(x.Expr, "> 0")) {
+				t.Errorf("InvalidatorConsistencyStale: expr %q, want it to fire on any increase of the stale results at the 60s timescale", x.Expr)
 			}
 			if x.Alert == "InvalidatorWarmBreakerOpen" && !strings.Contains(x.Annotations["description"], "breaker is open") {
 				t.Errorf("InvalidatorWarmBreakerOpen: the description should say it fires when a source's breaker is open")

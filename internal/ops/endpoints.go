@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/invalidator/invalidator/cdc"
-	"github.com/invalidator/invalidator/engine/sweep"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/invalidator/invalidator/cdc"
+	"github.com/invalidator/invalidator/consistency"
+	"github.com/invalidator/invalidator/engine/sweep"
 	"github.com/nats-io/nuid"
 	"github.com/redis/go-redis/v9"
 )
@@ -314,4 +314,23 @@ func (s *Server) sweeps(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"running": running, "nodes": nodes})
+}
+
+// consistency shows the consistency checker's results: per timescale, the
+// reads checked, stale and unknown over the last hour and day with their
+// nines, and the last stale findings. {"enabled": false} when the checker
+// is off (CONSISTENCY_SAMPLE=0).
+func (s *Server) consistency(w http.ResponseWriter, _ *http.Request) {
+	var c *consistency.Checker
+	if s.d.Worker != nil {
+		c = s.d.Worker.Consistency()
+	}
+	if c == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": false})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Enabled bool `json:"enabled"`
+		consistency.Report
+	}{true, c.Report(time.Now())})
 }

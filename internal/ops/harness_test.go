@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
+	"github.com/invalidator/invalidator/consistency"
 	"github.com/invalidator/invalidator/deadletter"
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/engine/sweep"
@@ -92,7 +93,13 @@ func newSystem(t *testing.T, o options) *system {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = eng.Close() })
-	w, err = worker.New(testConfig(), worker.Deps{JetStream: js, Redis: wrdb, Rules: rules, Engine: eng, Observer: m})
+	wcfg := testConfig()
+	var timescales []string // as `invalidator run` wires the checker's metrics
+	for _, d := range consistency.DefaultDelays {
+		timescales = append(timescales, consistency.Timescale(d))
+	}
+	wcfg.Consistency.Observer = m.Consistency(timescales)
+	w, err = worker.New(wcfg, worker.Deps{JetStream: js, Redis: wrdb, Rules: rules, Engine: eng, Observer: m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("/api/v3/system/redis/test", s.guard(only(http.MethodPost, s.redisTest)))
 		mux.Handle("/api/v3/system/sweeps", s.guard(only(http.MethodGet, s.sweeps)))
 		mux.Handle("/api/v3/system/dlq", s.guard(only(http.MethodGet, s.deadLetters)))
+		mux.Handle("/api/v3/system/consistency", s.guard(only(http.MethodGet, s.consistency)))
 	}
 	mux.Handle("/api/v3/", s.guard(http.HandlerFunc(notFound)))
 	mux.Handle("/", http.HandlerFunc(notFound))
