@@ -4,7 +4,9 @@
 //	go run ./internal/bench                    # 1M keys, about 5 minutes
 //	go run ./internal/bench -keys 10000000     # the 10M-key figures (long)
 //	go run ./internal/bench -only cdc          # invalidator cdc against pg_recvlogical (docs/bench/cdc.md)
+//	go run ./internal/bench -only checker      # the consistency checker's cost at its default sample (docs/bench/checker.md)
 //	go run ./internal/bench -only staleness    # what readers see, publish and cdc modes, warming and faults (docs/bench/staleness.md)
+//	go run ./internal/bench -only checker      # the consistency checker's cost at its default sample (docs/bench/checker.md)
 //	go run ./internal/bench -only staleness -staleness-case SIGKILLed   # the scenarios whose name holds the text
 //
 // It starts its own redis-server (from PATH) and an embedded JetStream
@@ -32,6 +34,8 @@ type options struct {
 	perEventEvts int
 	exactEvts    int
 	exactRounds  int
+	checkerEvts  int
+	checkerRnds  int
 	steadyRate   int
 	steadyFor    time.Duration
 	budget       int
@@ -59,6 +63,8 @@ func main() {
 	flag.IntVar(&o.patternEvts, "pattern-events", 200, "backlog of pattern events with distinct ids (shared sweeps)")
 	flag.IntVar(&o.perEventEvts, "per-event-events", 10, "pattern events run through the one-pass-per-event engine (its cost grows with each; the rate is what is compared)")
 	flag.IntVar(&o.exactEvts, "exact-events", 50_000, "exact-key events for the throughput figures")
+	flag.IntVar(&o.checkerEvts, "checker-events", 300_000, "exact-key events per drain of the checker's cost figure")
+	flag.IntVar(&o.checkerRnds, "checker-rounds", 7, "rounds of checker off and on for the checker's cost figure (the median ratio is reported)")
 	flag.IntVar(&o.exactRounds, "exact-rounds", 5, "rounds of floor then worker for the exact-key figures (the median is reported)")
 	flag.IntVar(&o.steadyRate, "steady-rate", 50, "pattern events per second published in the steady test")
 	flag.DurationVar(&o.steadyFor, "steady-for", 20*time.Second, "length of the steady test")
@@ -83,7 +89,7 @@ func main() {
 	if o.stalenessAckWait < time.Second {
 		log.Fatalf("bench: -staleness-ack-wait must be at least 1s")
 	}
-	if o.exactRounds < 1 || o.exactEvts < 1 {
+	if o.exactRounds < 1 || o.exactEvts < 1 || o.checkerEvts < 1 || o.checkerRnds < 1 {
 		log.Fatalf("bench: -exact-rounds and -exact-events must be at least 1")
 	}
 	if err := run(context.Background(), o); err != nil {
@@ -98,7 +104,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer srv.close()
 	rep := &report{name: "results", keys: o.keys, started: time.Now()}
-	if o.only == "cdc" || o.only == "staleness" {
+	if o.only == "cdc" || o.only == "staleness" || o.only == "checker" {
 		rep.name = o.only // these figures alone do not replace the worker's
 	}
 	steps := []struct {
@@ -107,6 +113,7 @@ func run(ctx context.Context, o options) error {
 	}{
 		{"patterns", patternScenario},
 		{"exact", exactScenario},
+		{"checker", checkerScenario},
 		{"steady", steadyScenario},
 		{"latency", latencyScenario},
 		{"rss", rssScenario},

@@ -40,6 +40,7 @@ func (r *report) add(x row) { r.rows = append(r.rows, x) }
 var groupTitles = map[string]string{
 	"patterns": "Pattern events (ratio: time / one SCAN pass)",
 	"exact":    "Exact-key events (ratio: events/s / the bare floor's)",
+	"checker":  "The consistency checker's cost (ratio: events/s / the checker off)",
 	"steady":   "Steady pattern stream (ratio: lag / one SCAN pass)",
 	"latency":  "Concurrent GET latency (ratio: p99 / p99 with no sweep)",
 	"rss":      "Memory (ratio: drain time / one SCAN pass)",
