@@ -148,3 +148,49 @@ func (c *Capture) addRemoved(o *Capture, n int) {
 		c.Removed[p] = append(c.Removed[p], keys[:max(0, min(room, len(keys)))]...)
 	}
 }
+
+// Merge returns the capture of a job run again after an attempt that
+// captured c (nil: none) and then failed, with o the new attempt's: the
+// token an earlier attempt displaced is the one from before the
+// invalidation (the later attempt finds what fills wrote in between, or
+// nothing), so for each generation key the earliest non-empty Previous is
+// kept, with the latest Token; the removed keys are o's, else c's.
+func (c *Capture) Merge(o *Capture) *Capture {
+	if c == nil {
+		return o
+	}
+	if o == nil {
+		return c
+	}
+	m := &Capture{Generations: c.Generations || o.Generations,
+		Exact: mergeDisplaced(c.Exact, o.Exact), Scopes: mergeDisplaced(c.Scopes, o.Scopes), Removed: o.Removed}
+	if len(m.Removed) == 0 {
+		m.Removed = c.Removed
+	}
+	return m
+}
+
+// mergeDisplaced is later with each key's Previous taken from earlier when
+// earlier has one; keys only earlier has are kept.
+func mergeDisplaced(earlier, later []Displaced) []Displaced {
+	first := make(map[string]Displaced, len(earlier))
+	for _, d := range earlier {
+		first[d.Key] = d
+	}
+	out := make([]Displaced, 0, len(later)+len(earlier))
+	for _, d := range later {
+		if e, ok := first[d.Key]; ok {
+			if e.Previous != "" {
+				d.Previous = e.Previous
+			}
+			delete(first, d.Key)
+		}
+		out = append(out, d)
+	}
+	for _, d := range earlier {
+		if _, ok := first[d.Key]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}

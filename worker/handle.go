@@ -38,7 +38,7 @@ type delivery struct {
 	plan cachekeys.Plan
 	rep  Report
 	done atomic.Bool
-	// capture is the engine's capture of a sampled event's last attempt,
+	// capture is the engine's capture of a sampled event's attempts (merged),
 	// for the consistency checker; nil when not sampled.
 	capture *engine.Capture
 }
@@ -118,8 +118,8 @@ func (w *Worker) apply(ctx context.Context, work []*delivery, start time.Time) {
 	w.retryApply(ctx, jobs, func(i int, res engine.Result) {
 		work[i].rep.Result.Add(res)
 		work[i].rep.Duration += res.Duration
-		if res.Capture != nil {
-			work[i].capture = res.Capture
+		if res.Capture != nil { // an earlier failed attempt's displaced tokens are kept
+			work[i].capture = work[i].capture.Merge(res.Capture)
 		}
 	}, func(i int, err error) {
 		work[i].rep.Err = err
