@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/invalidator/invalidator/consistency"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/invalidator/invalidator/cachekeys"
 	"github.com/invalidator/invalidator/deadletter"
@@ -27,6 +29,9 @@ func newConsole(cfg *config.Run, rules *cachekeys.Rules, w *worker.Worker, eng s
 	}
 	d := console.Deps{Health: health, Stats: w.Stats, Consumer: func() jetstream.Consumer { return w.Consumer() },
 		Letters: letters, Rules: rules, Engine: eng, Logger: log}
+	if chk := w.Consistency(); chk != nil {
+		d.Consistency = func() consistency.Report { return chk.Report(time.Now()) }
+	}
 	if warmer != nil {
 		d.Warming = func() console.Warming {
 			return console.Warming{Outcomes: warmOutcomes(reg), OpenBreakers: warmer.OpenHosts()}

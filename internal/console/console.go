@@ -16,6 +16,7 @@ import (
 	"crypto/subtle"
 	"embed"
 	"errors"
+	"github.com/invalidator/invalidator/consistency"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -80,7 +81,9 @@ type Deps struct {
 	Engine Engine
 	// Warming reports the warmer, nil when the rules warm nothing.
 	Warming func() Warming
-	Logger  *slog.Logger
+	// Consistency reports the consistency checker, nil when it is off.
+	Consistency func() consistency.Report
+	Logger      *slog.Logger
 }
 
 // Warming is the warmer's state for the overview.

@@ -46,6 +46,12 @@ type rig struct {
 
 func newRig(t *testing.T, cfg console.Config) *rig {
 	t.Helper()
+	return newRigWith(t, cfg, nil)
+}
+
+// newRigWith is newRig with deps changed by mod (nil: none).
+func newRigWith(t *testing.T, cfg console.Config, mod func(*console.Deps)) *rig {
+	t.Helper()
 	_, js := testserver.JetStream(t, testserver.NATS(t))
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS_DLQ", Subjects: []string{"dlq.>"}}); err != nil {
@@ -68,8 +74,12 @@ func newRig(t *testing.T, cfg console.Config) *rig {
 	}
 	text, _ := os.ReadFile("../../testdata/rules.yaml")
 	cfg.RulesPath = "testdata/rules.yaml"
-	c, err := console.New(cfg, console.Deps{Letters: deadletter.NewStore(js, "EVENTS_DLQ", "dlq"), Rules: rules, Engine: eng,
-		Health: func(context.Context) ops.Health { return ops.Health{Redis: "ok", NATS: "ok"} }}, text)
+	d := console.Deps{Letters: deadletter.NewStore(js, "EVENTS_DLQ", "dlq"), Rules: rules, Engine: eng,
+		Health: func(context.Context) ops.Health { return ops.Health{Redis: "ok", NATS: "ok"} }}
+	if mod != nil {
+		mod(&d)
+	}
+	c, err := console.New(cfg, d, text)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/invalidator/invalidator/consistency"
 	"net/http"
 	"sync"
 	"time"
@@ -31,7 +32,10 @@ type Snapshot struct {
 	Sweeps      []sweep.Status `json:"sweeps"`
 	ScanBudget  int            `json:"scan_budget"`
 	Warming     *Warming       `json:"warming,omitempty"`
-	Purge       purgeStatus    `json:"purge"`
+	// Consistency is the checker's nines per timescale over the last
+	// hour, nil when the checker is off.
+	Consistency []ninesView `json:"consistency,omitempty"`
+	Purge       purgeStatus `json:"purge"`
 	// Point is the newest chart point: unix seconds, events/s, keys
 	// removed/s, dead letters in the last minute.
 	Point [4]float64 `json:"point"`
@@ -162,6 +166,9 @@ func (c *Console) sample(ctx context.Context) {
 		w := c.d.Warming()
 		s.Warming = &w
 	}
+	if c.d.Consistency != nil {
+		s.Consistency = nines(c.d.Consistency())
+	}
 	c.live.add(s, st, time.Now())
 }
 
@@ -219,4 +226,33 @@ func (c *Console) poll(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(snap)
+}
+
+// ninesView is one timescale of the consistency checker over the last
+// hour, as the overview shows it.
+type ninesView struct {
+	Timescale string `json:"timescale"`
+	Text      string `json:"text"`
+	Stale     int64  `json:"stale"`
+}
+
+// nines words the checker's report for the overview: the nines of each
+// timescale over the last hour, or the bound its checks support when none
+// was stale.
+func nines(r consistency.Report) []ninesView {
+	out := make([]ninesView, 0, len(r.Timescales))
+	for _, ts := range r.Timescales {
+		w := ts.LastHour
+		v := ninesView{Timescale: ts.Timescale, Stale: w.Stale}
+		switch {
+		case w.Nines != nil:
+			v.Text = fmt.Sprintf("%.1f nines (%d stale of %d)", *w.Nines, w.Stale, w.Checked)
+		case w.NinesAtLeast != nil:
+			v.Text = fmt.Sprintf("≥ %.1f nines (%d checked, 0 stale)", *w.NinesAtLeast, w.Checked)
+		default:
+			v.Text = "no checks yet"
+		}
+		out = append(out, v)
+	}
+	return out
 }

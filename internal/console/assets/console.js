@@ -41,6 +41,7 @@
     }
     nodes(s);
     warming(s);
+    consistency(s);
     if (page === "sweeps") sweeps(s);
     series(s);
   }
@@ -63,6 +64,16 @@
     w.textContent = (o.stored || 0) + " stored";
     var open = s.warming.open_breakers || [];
     b.textContent = (open.length ? "breaker open: " + open.join(", ") : "breakers closed") + "; " + (o.failed || 0) + " failed, " + (o.shed || 0) + " shed";
+  }
+
+  function consistency(s) {
+    var ul = document.getElementById("consistency");
+    if (!ul || !s.consistency) return;
+    ul.replaceChildren.apply(ul, s.consistency.map(function (c) {
+      var li = text("li", c.timescale + ": " + c.text);
+      if (c.stale) li.className = "bad";
+      return li;
+    }));
   }
 
   function sweeps(s) {
