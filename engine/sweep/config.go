@@ -60,7 +60,7 @@ type Config struct {
 	Budget int
 	// MaxCallTime is the longest a SCAN or UNLINK call should take on the
 	// server. The walk measures each round trip and sets COUNT so that a
-	// round trip takes about half of MaxCallTime (a quarter with a Budget),
+	// round trip takes about a third of MaxCallTime (a quarter with a Budget),
 	// from an upper envelope of the cost per key; a round trip over
 	// MaxCallTime halves COUNT at once. A round trip measured on the client includes the
 	// network and the client's own work, so this keeps the server's time
