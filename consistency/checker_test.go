@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +34,7 @@ type rig struct {
 	proto   *guard.Protocol
 	checker *consistency.Checker
 	reg     *prometheus.Registry
-	logs    *lines
+	logs    *testserver.Logs
 }
 
 func newRig(t *testing.T, cfg consistency.Config) *rig {
@@ -56,7 +55,7 @@ func newRigOn(t *testing.T, rdb redis.UniversalClient, eng engine.Engine, cfg co
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, rdb: rdb, eng: eng, proto: proto, reg: prometheus.NewRegistry(), logs: &lines{}}
+	r := &rig{t: t, rdb: rdb, eng: eng, proto: proto, reg: prometheus.NewRegistry(), logs: &testserver.Logs{}}
 	cfg.Sample = 1
 	if cfg.Delays == nil {
 		cfg.Delays = testDelays
@@ -179,37 +178,6 @@ func counter(t *testing.T, g prometheus.Gatherer, name string, labels map[string
 	return testserver.MetricValue(t, g, name, labels)
 }
 
-// lines keeps the records logged through it.
-type lines struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *lines) Enabled(context.Context, slog.Level) bool { return true }
-func (l *lines) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	msg := r.Level.String() + " " + r.Message
-	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
-	l.msgs = append(l.msgs, msg)
-	return nil
-}
-func (l *lines) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *lines) WithGroup(string) slog.Handler      { return l }
-
-// all returns the messages containing s.
-func (l *lines) all(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, m := range l.msgs {
-		if strings.Contains(m, s) {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 type want map[string]map[consistency.Result]float64
 
 func same(a, b map[string]map[consistency.Result]float64) bool {
@@ -288,7 +256,7 @@ func TestExactKeyClasses(t *testing.T) {
 					t.Errorf("%s: last hour %+v, last day %+v; want checked %d, stale %d, unknown %d", ts.Timescale, h, ts.LastDay, wantChecked, wantStale, wantUnknown)
 				}
 			}
-			warns := r.logs.all("⚠️ stale value")
+			warns := r.logs.Containing("⚠️ stale value")
 			if tc.want != consistency.Stale {
 				if len(rep.Recent) != 0 || len(warns) != 0 {
 					t.Errorf("findings %+v, lines %q: want none", rep.Recent, warns)
@@ -382,7 +350,7 @@ func TestPatternKeyClasses(t *testing.T) {
 		rep.Recent[0].Generation != guard.Key(scope) || rep.Recent[0].Displaced != staleToken || rep.Recent[0].Set != s2.Capture.Scopes[0].Token {
 		t.Errorf("findings %+v, want %s stale with the scope's displaced token %s", rep.Recent, stale, staleToken)
 	}
-	if warns := r.logs.all("⚠️ stale value"); len(warns) != 1 {
+	if warns := r.logs.Containing("⚠️ stale value"); len(warns) != 1 {
 		t.Errorf("⚠️ lines %q, want one", warns)
 	}
 }
@@ -419,7 +387,7 @@ func TestStaleCountsOnlyWhileStillStale(t *testing.T) {
 	if h := rep.Timescales[0].LastHour; h.Stale != 1 || h.Nines == nil || *h.Nines != 0 {
 		t.Errorf("50ms last hour %+v, want 1 stale of 1: 0 nines", h)
 	}
-	if warns := r.logs.all("⚠️ stale value"); len(warns) != 1 {
+	if warns := r.logs.Containing("⚠️ stale value"); len(warns) != 1 {
 		t.Errorf("⚠️ lines %q, want one", warns)
 	}
 }

@@ -83,7 +83,7 @@ func TestConsistencyCheckerInTheWorker(t *testing.T) {
 	guardFill(t, h.rdb, "user:1:b", "old")
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Sources{})
-	logs := &logRecorder{}
+	logs := &testserver.Logs{}
 	cfg := testConfig()
 	cfg.Logger = slog.New(logs)
 	cfg.Consistency = checkerConfig(m, 300*time.Millisecond, 600*time.Millisecond)
@@ -144,12 +144,7 @@ func TestConsistencyCheckerInTheWorker(t *testing.T) {
 		f.Generation != guard.Key("user:1") || !slices.Equal(f.Timescales, []string{"300ms", "600ms"}) {
 		t.Errorf("finding %+v", f)
 	}
-	var warns []string
-	for _, l := range logs.all() {
-		if strings.Contains(l, "⚠️ stale value") {
-			warns = append(warns, l)
-		}
-	}
+	warns := logs.Containing("⚠️ stale value")
 	if len(warns) != 1 || !strings.Contains(warns[0], "id="+f.EventID) || !strings.Contains(warns[0], "displaced="+oldToken) {
 		t.Errorf("⚠️ lines %q, want one for the finding", warns)
 	}
@@ -199,7 +194,7 @@ func TestConsistencyCheckerFindsTheLostGeneration(t *testing.T) {
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Sources{})
-	logs := &logRecorder{}
+	logs := &testserver.Logs{}
 	cfg := testConfig()
 	cfg.FailoverReplayWindow = -1 // FAILOVER_REPLAY_WINDOW=0
 	cfg.Logger = slog.New(logs)
@@ -255,11 +250,4 @@ func TestConsistencyCheckerFindsTheLostGeneration(t *testing.T) {
 func counterValue(t *testing.T, g prometheus.Gatherer, name, timescale, kind, result string) float64 {
 	t.Helper()
 	return testserver.MetricValue(t, g, name, map[string]string{"timescale": timescale, "kind": kind, "result": result})
-}
-
-// all returns every message recorded.
-func (l *logRecorder) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.msgs)
 }

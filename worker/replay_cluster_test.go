@@ -57,13 +57,13 @@ func TestClusterFailoverReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer eng.Close()
-			rec, logs := newOutcomes(), &logRecorder{}
+			rec, logs := newOutcomes(), &testserver.Logs{}
 			cfg := testConfig()
 			cfg.FailoverReplayWindow = tc.window
 			cfg.Logger = slog.New(logs)
 			r := h.start(cfg, worker.Deps{Redis: rdb, Engine: eng, Observer: rec})
 			h.eventually("the replayer watches the masters", 10*time.Second, func() bool {
-				return logs.find("watches the cluster's masters") != ""
+				return logs.Find("watches the cluster's masters") != ""
 			})
 
 			const hold = 5 * time.Second
@@ -97,18 +97,18 @@ func TestClusterFailoverReplay(t *testing.T) {
 
 			if tc.wantStale {
 				h.eventually("the worker sees the shard's new master", 20*time.Second, func() bool {
-					return logs.find("master changed") != ""
+					return logs.Find("master changed") != ""
 				})
 				time.Sleep(time.Second) // a replay, if any, would be done by now
 				if !nodeHas(t, replica, key) {
 					t.Fatal("without the replay the key is gone from the new master: the UNLINK was not lost, so this test proves nothing")
 				}
-				t.Logf("without the replay %s is back on the new master, stale (%s)", key, logs.find("master changed"))
+				t.Logf("without the replay %s is back on the new master, stale (%s)", key, logs.Find("master changed"))
 			} else {
 				h.eventually("the replay removes the stale key", 30*time.Second, func() bool {
-					return logs.find("failover replay done") != "" && !nodeHas(t, replica, key)
+					return logs.Find("failover replay done") != "" && !nodeHas(t, replica, key)
 				})
-				t.Logf("%s; %s", logs.find("replaying"), logs.find("failover replay done"))
+				t.Logf("%s; %s", logs.Find("replaying"), logs.Find("failover replay done"))
 			}
 			if rdb.Exists(ctx, other).Val() != 1 {
 				t.Error(other + ", which no event names, is gone")

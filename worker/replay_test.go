@@ -10,6 +10,7 @@ import (
 
 	"github.com/invalidator/invalidator/engine"
 	"github.com/invalidator/invalidator/internal/servers"
+	"github.com/invalidator/invalidator/internal/testserver"
 	"github.com/invalidator/invalidator/worker"
 )
 
@@ -43,7 +44,7 @@ func TestFailoverReplay(t *testing.T) {
 			s := newSentinelHarness(t)
 			const key = "cache:replay:1"
 			s.setReplicated(key, "cache:replay:other")
-			rec, logs := newOutcomes(), &logRecorder{}
+			rec, logs := newOutcomes(), &testserver.Logs{}
 			cfg := testConfig()
 			cfg.FailoverReplayWindow = tc.window
 			cfg.Logger = slog.New(logs)
@@ -94,18 +95,18 @@ func TestFailoverReplay(t *testing.T) {
 				// The last line the replayer writes for a master change,
 				// whatever it does: the replay is off, or done, or stopped.
 				s.eventually("the worker has handled the new master", 20*time.Second, func() bool {
-					return logs.find("the failover replay is off") != "" || logs.find("failover replay done") != "" ||
-						logs.find("failover replay stopped") != ""
+					return logs.Find("the failover replay is off") != "" || logs.Find("failover replay done") != "" ||
+						logs.Find("failover replay stopped") != ""
 				})
 				if !nodeHas(t, promoted, key) {
 					t.Fatal("without the replay the key is gone from the new master: the UNLINK was not lost, so this test proves nothing")
 				}
-				t.Logf("without the replay %s is back on the new master, stale (%s)", key, logs.find("master changed"))
+				t.Logf("without the replay %s is back on the new master, stale (%s)", key, logs.Find("master changed"))
 			} else {
 				s.eventually("the replay removes the stale key", 20*time.Second, func() bool {
-					return logs.find("failover replay done") != "" && !nodeHas(t, promoted, key)
+					return logs.Find("failover replay done") != "" && !nodeHas(t, promoted, key)
 				})
-				t.Logf("%s; %s", logs.find("replaying"), logs.find("failover replay done"))
+				t.Logf("%s; %s", logs.Find("replaying"), logs.Find("failover replay done"))
 			}
 			if !nodeHas(t, promoted, "cache:replay:other") {
 				t.Error("cache:replay:other, which no event names, is gone")
@@ -132,7 +133,7 @@ func TestRefusedPermissionPausesTheFailoverReplay(t *testing.T) {
 	user := h.user()
 	const key = "user:1"
 	h.set(key)
-	logs := &logRecorder{}
+	logs := &testserver.Logs{}
 	cfg := testConfig()
 	cfg.Logger = slog.New(logs)
 	r := h.start(cfg, worker.Deps{Redis: user, Engine: newEngine(t, user, engine.Config{})})
@@ -150,19 +151,19 @@ func TestRefusedPermissionPausesTheFailoverReplay(t *testing.T) {
 	h.set(key)
 	acl("on", ">pw", "~*", "+@all", "-unlink")
 	h.eventually("the replay paused with the reason", 20*time.Second, func() bool {
-		return logs.find("replaying") != "" && strings.Contains(r.w.Stats().Paused, "NOPERM")
+		return logs.Find("replaying") != "" && strings.Contains(r.w.Stats().Paused, "NOPERM")
 	})
 	if !h.exists(key) {
 		t.Fatal("the key went while UNLINK was refused")
 	}
-	if s := logs.find("failover replay"); s != "" {
+	if s := logs.Find("failover replay"); s != "" {
 		t.Fatalf("the replay ended while UNLINK was refused: %s", s)
 	}
 	acl("+unlink")
 	h.eventually("the replay done once granted", 30*time.Second, func() bool {
-		return logs.find("failover replay done") != "" && !h.exists(key)
+		return logs.Find("failover replay done") != "" && !h.exists(key)
 	})
-	if s := logs.find("could not replay"); s != "" {
+	if s := logs.Find("could not replay"); s != "" {
 		t.Errorf("the replay counted a failure: %s (seq %d)", s, seq)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,36 +101,6 @@ func (o *outcomes) of(seq uint64) []worker.Outcome {
 	return slices.Clone(o.out[seq])
 }
 
-// logRecorder keeps the messages of the records logged through it.
-type logRecorder struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	msg := r.Message
-	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
-	l.msgs = append(l.msgs, msg)
-	return nil
-}
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
-
-// find returns the first message containing s, or "".
-func (l *logRecorder) find(s string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, m := range l.msgs {
-		if strings.Contains(m, s) {
-			return m
-		}
-	}
-	return ""
-}
-
 // TestSentinelFailoverLosesNoEvent publishes numbered events without pause
 // while the master of a Sentinel set is SIGKILLed and a sentinel promotes
 // the replica. The worker runs on a failover client (engine.NewRedis takes
@@ -150,7 +119,7 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 		s.set("user:"+itoa(i), "user:"+itoa(i)+":profile")
 	}
 	s.setReplicated("user:keep")
-	rec, logs := newOutcomes(), &logRecorder{}
+	rec, logs := newOutcomes(), &testserver.Logs{}
 	cfg := testConfig()
 	cfg.MaxDeliver = 2
 	cfg.Logger = slog.New(logs)
@@ -217,7 +186,7 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 		t.Error("user:keep, which no event names, is gone from the new master")
 	}
 	st := r.w.Stats()
-	t.Logf("stats after the failover: %+v; %s", st, logs.find("failover replay done"))
+	t.Logf("stats after the failover: %+v; %s", st, logs.Find("failover replay done"))
 	if st.DeadLettered != 0 {
 		t.Errorf("%d events dead-lettered, want 0", st.DeadLettered)
 	}
