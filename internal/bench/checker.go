@@ -21,14 +21,7 @@ func checkerScenario(ctx context.Context, e *env, o options, rep *report) error 
 	n := o.checkerEvts
 	drainWith := func(sample float64) (float64, consistency.Report, error) {
 		var rpt consistency.Report
-		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
-			return 0, rpt, err
-		}
-		if err := e.rdb.Do(ctx, "DEBUG", "POPULATE", n, "user").Err(); err != nil {
-			return 0, rpt, err
-		}
-		e.resetNATS(ctx)
-		if err := e.ensureStream(ctx); err != nil {
+		if err := e.freshUsers(ctx, n); err != nil {
 			return 0, rpt, err
 		}
 		if err := publishUsers(e, n); err != nil {
@@ -39,20 +32,11 @@ func checkerScenario(ctx context.Context, e *env, o options, rep *report) error 
 			return 0, rpt, err
 		}
 		defer eng.Close()
-		cfg := worker.Config{Consistency: consistency.Config{Sample: sample}}
-		w, err := worker.New(cfg, worker.Deps{JetStream: e.js, Redis: e.rdb, Rules: rules(), Engine: eng})
+		w, stop, err := startWorkerConfig(e, worker.Config{Consistency: consistency.Config{Sample: sample}}, eng, nil)
 		if err != nil {
 			return 0, rpt, err
 		}
-		wctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- w.Run(wctx) }()
-		defer func() { cancel(); <-done }()
-		select {
-		case <-w.Started():
-		case err := <-done:
-			return 0, rpt, fmt.Errorf("worker: %w", err)
-		}
+		defer stop()
 		start := time.Now()
 		if err := waitApplied(w, int64(n), 10*time.Minute); err != nil {
 			return 0, rpt, err

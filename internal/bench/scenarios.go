@@ -73,7 +73,12 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 // startWorker runs a worker with the default configuration until stop is called.
 func startWorker(e *env, eng engine.Engine, obs worker.Observer) (w *worker.Worker, stop func(), err error) {
-	w, err = worker.New(worker.Config{}, worker.Deps{JetStream: e.js, Redis: e.rdb, Rules: rules(), Engine: eng, Observer: obs})
+	return startWorkerConfig(e, worker.Config{}, eng, obs)
+}
+
+// startWorkerConfig is startWorker with cfg.
+func startWorkerConfig(e *env, cfg worker.Config, eng engine.Engine, obs worker.Observer) (w *worker.Worker, stop func(), err error) {
+	w, err = worker.New(cfg, worker.Deps{JetStream: e.js, Redis: e.rdb, Rules: rules(), Engine: eng, Observer: obs})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -276,14 +281,7 @@ func exactScenario(ctx context.Context, e *env, o options, rep *report) error {
 	// its consumer is set up) and returns when n events are applied.
 	var end time.Time
 	measure := func(live bool, consume func(n int, started func()) error) (float64, error) {
-		if err := e.rdb.FlushAll(ctx).Err(); err != nil {
-			return 0, err
-		}
-		if err := e.rdb.Do(ctx, "DEBUG", "POPULATE", n, "user").Err(); err != nil { // user:0 … user:n-1
-			return 0, err
-		}
-		e.resetNATS(ctx)
-		if err := e.ensureStream(ctx); err != nil {
+		if err := e.freshUsers(ctx, n); err != nil {
 			return 0, err
 		}
 		var start time.Time
@@ -365,6 +363,19 @@ func exactScenario(ctx context.Context, e *env, o options, rep *report) error {
 			target: fmt.Sprintf("≥ %.1f× the floor", target), ok: r >= target})
 	}
 	return nil
+}
+
+// freshUsers empties Redis and the event stream, then writes the keys
+// user:0 … user:n-1 that n exact-key events (publishUsers) name.
+func (e *env) freshUsers(ctx context.Context, n int) error {
+	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+		return err
+	}
+	if err := e.rdb.Do(ctx, "DEBUG", "POPULATE", n, "user").Err(); err != nil {
+		return err
+	}
+	e.resetNATS(ctx)
+	return e.ensureStream(ctx)
 }
 
 // publishUsers publishes n exact-key events, user 0 … n-1, asynchronously.
